@@ -1,0 +1,219 @@
+//! Framing: every message of either protocol version is one frame.
+//!
+//! ```text
+//! protocol 1:  +------------------+---------------------------------+
+//!              | length N (u32 BE)| N bytes: one JSON document       |
+//!              +------------------+---------------------------------+
+//!
+//! protocol 2:  +------------------+------------------+-------------+-----------+
+//!              | length N (u32 BE)| header len H     | H bytes:    | N-4-H     |
+//!              |                  | (u32 BE)         | JSON header | bytes:body|
+//!              +------------------+------------------+-------------+-----------+
+//! ```
+//!
+//! N is at most [`MAX_FRAME_LEN`]; a larger prefix is refused before anything
+//! is allocated for it, and the connection must then be closed (the stream can
+//! no longer be split into frames). A frame whose *content* is bad is reported
+//! as an item of its own, so the connection survives it.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use crate::error::PluginError;
+use crate::protocol::v2::{ErrorCode, Frame, Message};
+
+/// Largest frame, in bytes after the length prefix, either side may send (16 MiB).
+pub const MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// The length-prefix codec both protocol versions use.
+pub fn length_delimited() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(MAX_FRAME_LEN)
+        .new_codec()
+}
+
+/// Protocol-1 codec: each frame is one JSON document, passed on as bytes.
+pub type V1Codec = LengthDelimitedCodec;
+
+/// A frame that was split off the stream intact but could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadFrame {
+    /// The request id, when the header was readable enough to find one.
+    pub id: Option<u64>,
+    /// `bad_message` or `unknown_type`.
+    pub code: ErrorCode,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// A protocol-2 frame ready to be written: its header already serialized,
+/// so that serialization happens in the caller's task and size errors reach
+/// the caller instead of breaking the connection.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame {
+    header: Vec<u8>,
+    body: Bytes,
+}
+
+impl EncodedFrame {
+    /// Serializes `frame`'s header and checks the whole fits in a frame.
+    pub fn new(frame: &Frame) -> Result<Self, PluginError> {
+        Self::from_parts(&frame.message, frame.body.clone())
+    }
+
+    /// Like [`EncodedFrame::new`], from the parts.
+    pub fn from_parts(message: &Message, body: Bytes) -> Result<Self, PluginError> {
+        let header = serde_json::to_vec(message)?;
+        let len = 4 + header.len() + body.len();
+        if len > MAX_FRAME_LEN {
+            return Err(PluginError::TooLarge {
+                len,
+                max: MAX_FRAME_LEN,
+            });
+        }
+        Ok(Self { header, body })
+    }
+
+    /// Bytes after the length prefix.
+    pub fn len(&self) -> usize {
+        4 + self.header.len() + self.body.len()
+    }
+
+    /// Never true: a frame always holds its header length.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Protocol-2 codec: [`EncodedFrame`]s out, [`Frame`]s (or [`BadFrame`]s) in.
+#[derive(Debug)]
+pub struct FrameCodec {
+    frames: LengthDelimitedCodec,
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self {
+            frames: length_delimited(),
+        }
+    }
+}
+
+impl FrameCodec {
+    /// A codec with the protocol's limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Result<Frame, BadFrame>;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        let Some(frame) = self.frames.decode(src)? else {
+            return Ok(None);
+        };
+        Ok(Some(parse_frame(frame)))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        let Some(frame) = self.frames.decode_eof(src)? else {
+            return Ok(None);
+        };
+        Ok(Some(parse_frame(frame)))
+    }
+}
+
+impl Encoder<EncodedFrame> for FrameCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: EncodedFrame, dst: &mut BytesMut) -> Result<(), Self::Error> {
+        // Written by hand rather than through `LengthDelimitedCodec::encode`,
+        // which wants one contiguous buffer: that would copy the body twice.
+        let len = item.len();
+        let prefix = u32::try_from(len)
+            .ok()
+            .filter(|_| len <= MAX_FRAME_LEN)
+            .ok_or_else(|| std::io::Error::other("frame above MAX_FRAME_LEN"))?;
+        dst.reserve(4 + len);
+        dst.put_u32(prefix);
+        dst.put_u32(item.header.len() as u32);
+        dst.put_slice(&item.header);
+        dst.put_slice(&item.body);
+        Ok(())
+    }
+}
+
+/// Splits one frame into header and body and parses the header.
+fn parse_frame(mut frame: BytesMut) -> Result<Frame, BadFrame> {
+    if frame.len() < 4 {
+        return Err(bad(None, "frame shorter than its 4-byte header length"));
+    }
+    if frame[0] == b'{' {
+        return Err(bad(
+            None,
+            "frame is a bare JSON document: the peer speaks protocol 1, not 2",
+        ));
+    }
+    let header_len = frame.get_u32() as usize;
+    if header_len > frame.len() {
+        return Err(bad(
+            None,
+            &format!(
+                "header length {header_len} exceeds the {} bytes left in the frame",
+                frame.len()
+            ),
+        ));
+    }
+    let header = frame.split_to(header_len);
+    match serde_json::from_slice::<Message>(&header) {
+        Ok(message) => Ok(Frame {
+            message,
+            body: frame.freeze(),
+        }),
+        Err(e) => Err(explain(&header, e)),
+    }
+}
+
+/// The little that can be read from a header that failed to parse.
+#[derive(Deserialize)]
+struct Salvage {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<u64>,
+}
+
+fn explain(header: &[u8], error: serde_json::Error) -> BadFrame {
+    let salvage = serde_json::from_slice::<Salvage>(header).ok();
+    let id = salvage.as_ref().and_then(|s| s.id);
+    match salvage.and_then(|s| s.kind) {
+        Some(kind) if !Message::TYPES.contains(&kind.as_str()) => BadFrame {
+            id,
+            code: ErrorCode::UnknownType,
+            reason: format!("unknown message type {kind:?}"),
+        },
+        _ => bad(id, &format!("unreadable message header: {error}")),
+    }
+}
+
+fn bad(id: Option<u64>, reason: &str) -> BadFrame {
+    BadFrame {
+        id,
+        code: ErrorCode::BadMessage,
+        reason: reason.to_owned(),
+    }
+}
+
+/// Encodes `frame` into a fresh buffer (tests, tools and the docs' examples).
+pub fn encode_to_vec(frame: &Frame) -> Result<Vec<u8>, PluginError> {
+    let mut dst = BytesMut::new();
+    FrameCodec::new().encode(EncodedFrame::new(frame)?, &mut dst)?;
+    Ok(dst.to_vec())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,454 @@
+//! The host's end of a protocol-2 connection: used by `torud`, and by tests
+//! and benchmarks that stand in for it.
+//!
+//! [`HostConnection::connect`] sends `init` and waits for `init_ok`; then any
+//! number of tasks may call [`HostConnection::http`] at once on the one
+//! connection. KV calls from the plugin are checked against the [`Limits`]
+//! and handed to a [`KvBackend`], each on a task of its own.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
+use tracing::{debug, warn};
+
+use crate::codec::FrameCodec;
+use crate::error::{PluginError, PluginResult};
+use crate::link::Link;
+use crate::protocol::PROTOCOL_VERSION;
+use crate::protocol::v2::{ErrorCode, Frame, Limits, Message};
+use crate::types::{HttpRequest, HttpResponse};
+
+/// What the host tells a plugin in `init`.
+#[derive(Debug, Clone, Default)]
+pub struct InitParams {
+    /// The host's instance id.
+    pub instance_id: String,
+    /// The plugin's id.
+    pub plugin_id: String,
+    /// The plugin's settings.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Limits the host enforces.
+    pub limits: Limits,
+}
+
+/// A KV call from a plugin, already checked against the limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvRequest {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Write a key durably.
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Bytes,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// A page of keys.
+    List {
+        /// Keys starting with this.
+        prefix: String,
+        /// Keys strictly after this.
+        after: Option<String>,
+        /// At most this many (1 to `max_list_keys`).
+        limit: u32,
+    },
+}
+
+/// The backend's answer to a [`KvRequest`] of the same kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvReply {
+    /// For `Get`: the value, or `None` when unset.
+    Value(Option<Bytes>),
+    /// For `Set`: committed.
+    Stored,
+    /// For `Delete`: whether the key existed.
+    Deleted(bool),
+    /// For `List`: one page.
+    Keys {
+        /// Keys in byte order.
+        keys: Vec<String>,
+        /// Cursor for the next page, `None` on the last.
+        next: Option<String>,
+    },
+}
+
+/// A KV call that failed; sent to the plugin as an `error` message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct KvFailure {
+    /// The code sent on the wire.
+    pub code: ErrorCode,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl KvFailure {
+    /// A failure with `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a plugin's KV calls go. Every call concerns the one plugin this
+/// connection belongs to: the backend scopes keys by that plugin's id.
+pub trait KvBackend: Send + Sync + 'static {
+    /// Carries out one call.
+    fn call(&self, request: KvRequest) -> impl Future<Output = Result<KvReply, KvFailure>> + Send;
+}
+
+/// The host's end of one plugin's connection.
+#[derive(Debug)]
+pub struct HostConnection {
+    link: Arc<Link>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for HostConnection {
+    fn drop(&mut self) {
+        self.link.close();
+        self.reader.abort();
+    }
+}
+
+impl HostConnection {
+    /// Sends `init` on `stream` and waits up to `timeout` for `init_ok`.
+    pub async fn connect<K: KvBackend>(
+        stream: UnixStream,
+        init: InitParams,
+        kv: Arc<K>,
+        timeout: Duration,
+    ) -> PluginResult<Self> {
+        let (read, write) = stream.into_split();
+        let (link, _writer) = Link::start(write);
+        let limits = init.limits;
+        let reader = tokio::spawn(read_loop(
+            FramedRead::new(read, FrameCodec::new()),
+            link.clone(),
+            kv,
+            limits,
+        ));
+        let connection = Self { link, reader };
+        let InitParams {
+            instance_id,
+            plugin_id,
+            config,
+            limits,
+        } = init;
+        let init = |id| Message::Init {
+            id,
+            protocol: PROTOCOL_VERSION,
+            instance_id,
+            plugin_id,
+            config,
+            limits,
+        };
+        let answer = connection
+            .link
+            .call(init, Bytes::new(), timeout, None)
+            .await?;
+        match answer.message {
+            Message::InitOk { protocol, .. } => {
+                debug!(protocol, "plugin initialized");
+                Ok(connection)
+            }
+            other => Err(PluginError::Protocol(format!(
+                "plugin answered init with {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Forwards one request and waits up to `timeout` for the answer. On
+    /// timeout, or if this future is dropped, the plugin is sent `cancel`.
+    /// [`PluginError::NotConnected`] as soon as the connection breaks.
+    pub async fn http(
+        &self,
+        request: HttpRequest,
+        timeout: Duration,
+    ) -> PluginResult<HttpResponse> {
+        let HttpRequest {
+            method,
+            path,
+            headers,
+            body,
+        } = request;
+        let build = |id| Message::HttpRequest {
+            id,
+            method,
+            path,
+            headers,
+        };
+        let cancel: fn(u64) -> Message = |id| Message::Cancel { id };
+        let answer = self.link.call(build, body, timeout, Some(cancel)).await?;
+        match answer.message {
+            Message::HttpResponse {
+                status, headers, ..
+            } => Ok(HttpResponse {
+                status,
+                headers,
+                body: answer.body,
+            }),
+            other => Err(PluginError::Protocol(format!(
+                "plugin answered http_request with {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Round trip of a `ping`, answered by the plugin's reader even while its
+    /// handlers are busy: a timeout here means the plugin is hung.
+    pub async fn ping(&self, timeout: Duration) -> PluginResult<Duration> {
+        let start = Instant::now();
+        let answer = self
+            .link
+            .call(|id| Message::Ping { id }, Bytes::new(), timeout, None)
+            .await?;
+        match answer.message {
+            Message::Pong { .. } => Ok(start.elapsed()),
+            other => Err(PluginError::Protocol(format!(
+                "plugin answered ping with {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Asks the plugin to finish in-flight requests within `deadline` and exit.
+    pub async fn shutdown(&self, deadline: Duration) -> PluginResult<()> {
+        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        self.link
+            .send(&Message::Shutdown { deadline_ms }, Bytes::new())
+            .await
+    }
+
+    /// True once the connection is broken or closed.
+    pub fn is_closed(&self) -> bool {
+        self.link.is_closed()
+    }
+
+    /// Resolves when the connection is broken or closed.
+    pub async fn closed(&self) {
+        self.link.closed().await;
+    }
+}
+
+async fn read_loop<K: KvBackend>(
+    mut frames: FramedRead<tokio::net::unix::OwnedReadHalf, FrameCodec>,
+    link: Arc<Link>,
+    kv: Arc<K>,
+    limits: Limits,
+) {
+    let in_flight = Arc::new(Mutex::new(HashSet::new()));
+    loop {
+        let item = tokio::select! {
+            () = link.closed() => break,
+            item = frames.next() => item,
+        };
+        match item {
+            None => {
+                debug!("plugin closed the connection");
+                break;
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "unreadable stream from the plugin; closing the connection");
+                break;
+            }
+            Some(Ok(Err(bad))) => {
+                warn!(id = ?bad.id, code = %bad.code, reason = %bad.reason, "bad frame from the plugin");
+                send(
+                    &link,
+                    Message::error(bad.id, bad.code, bad.reason),
+                    Bytes::new(),
+                )
+                .await;
+            }
+            Some(Ok(Ok(frame))) => {
+                if frame.message.is_reply() {
+                    let (id, kind) = (frame.message.id(), frame.message.kind());
+                    if !link.answer(frame) {
+                        // Also what an answer arriving after our timeout looks like.
+                        warn!(?id, kind, "answer to no pending request; ignored");
+                    }
+                    continue;
+                }
+                let id = frame.message.id();
+                match kv_request(frame, &limits) {
+                    Ok(Some((id, request))) => {
+                        spawn_kv(id, request, &link, &kv, &in_flight).await;
+                    }
+                    Ok(None) => {
+                        if let Some(id) = id {
+                            send(&link, Message::Pong { id }, Bytes::new()).await;
+                        }
+                    }
+                    Err(failure) => {
+                        debug!(?id, %failure, "plugin message refused");
+                        let reply = Message::error(id, failure.code, failure.message);
+                        send(&link, reply, Bytes::new()).await;
+                    }
+                }
+            }
+        }
+    }
+    link.close();
+}
+
+/// Turns a plugin's request into a checked [`KvRequest`]; `Ok(None)` is a ping.
+fn kv_request(frame: Frame, limits: &Limits) -> Result<Option<(u64, KvRequest)>, KvFailure> {
+    let Frame { message, body } = frame;
+    let request = match message {
+        Message::Ping { .. } => return Ok(None),
+        Message::KvGet { id, key } => (
+            id,
+            KvRequest::Get {
+                key: check_key(key, limits)?,
+            },
+        ),
+        Message::KvSet { id, key } => {
+            let key = check_key(key, limits)?;
+            if body.len() > limits.max_value_len as usize {
+                return Err(KvFailure::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "value of {} bytes exceeds the limit of {} bytes",
+                        body.len(),
+                        limits.max_value_len
+                    ),
+                ));
+            }
+            (id, KvRequest::Set { key, value: body })
+        }
+        Message::KvDelete { id, key } => (
+            id,
+            KvRequest::Delete {
+                key: check_key(key, limits)?,
+            },
+        ),
+        Message::KvList {
+            id,
+            prefix,
+            after,
+            limit,
+        } => {
+            if prefix.len() > limits.max_key_len as usize {
+                return Err(KvFailure::new(
+                    ErrorCode::InvalidKey,
+                    "prefix is longer than a key may be",
+                ));
+            }
+            let limit = match limit {
+                Some(0) => {
+                    return Err(KvFailure::new(
+                        ErrorCode::BadMessage,
+                        "limit must be at least 1",
+                    ));
+                }
+                Some(n) => n.min(limits.max_list_keys),
+                None => limits.max_list_keys,
+            };
+            (
+                id,
+                KvRequest::List {
+                    prefix,
+                    after,
+                    limit,
+                },
+            )
+        }
+        other => {
+            return Err(KvFailure::new(
+                ErrorCode::UnexpectedMessage,
+                format!("{} is not a message a host accepts", other.kind()),
+            ));
+        }
+    };
+    Ok(Some(request))
+}
+
+/// A key is 1 to `max_key_len` bytes of UTF-8 without control characters.
+fn check_key(key: String, limits: &Limits) -> Result<String, KvFailure> {
+    if key.is_empty() {
+        return Err(KvFailure::new(ErrorCode::InvalidKey, "key is empty"));
+    }
+    if key.len() > limits.max_key_len as usize {
+        return Err(KvFailure::new(
+            ErrorCode::InvalidKey,
+            format!(
+                "key of {} bytes exceeds the limit of {} bytes",
+                key.len(),
+                limits.max_key_len
+            ),
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(KvFailure::new(
+            ErrorCode::InvalidKey,
+            "key holds control characters",
+        ));
+    }
+    Ok(key)
+}
+
+async fn spawn_kv<K: KvBackend>(
+    id: u64,
+    request: KvRequest,
+    link: &Arc<Link>,
+    kv: &Arc<K>,
+    in_flight: &Arc<Mutex<HashSet<u64>>>,
+) {
+    let fresh = in_flight
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id);
+    if !fresh {
+        let reply = Message::error(
+            Some(id),
+            ErrorCode::DuplicateId,
+            format!("request id {id} is already in flight"),
+        );
+        send(link, reply, Bytes::new()).await;
+        return;
+    }
+    let (link, kv, in_flight) = (link.clone(), kv.clone(), in_flight.clone());
+    tokio::spawn(async move {
+        let (message, body) = match kv.call(request).await {
+            Ok(KvReply::Value(Some(value))) => (Message::KvValue { id, found: true }, value),
+            Ok(KvReply::Value(None)) => (Message::KvValue { id, found: false }, Bytes::new()),
+            Ok(KvReply::Stored) => (Message::KvOk { id }, Bytes::new()),
+            Ok(KvReply::Deleted(existed)) => (Message::KvDeleted { id, existed }, Bytes::new()),
+            Ok(KvReply::Keys { keys, next }) => (Message::KvKeys { id, keys, next }, Bytes::new()),
+            Err(failure) => (
+                Message::error(Some(id), failure.code, failure.message),
+                Bytes::new(),
+            ),
+        };
+        in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        send(&link, message, body).await;
+    });
+}
+
+async fn send(link: &Link, message: Message, body: Bytes) {
+    if let Err(e) = link.send(&message, body).await {
+        debug!(error = %e, "message to the plugin not sent");
+    }
+}

@@ -1,0 +1,600 @@
+//! Runs a plugin: `--metadata`, the socket, protocol 2 with the host, shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::AbortHandle;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::codec::FrameCodec;
+use crate::error::{PluginError, PluginResult};
+use crate::kv::PluginKvStore;
+use crate::link::Link;
+use crate::plugin::ToruPlugin;
+use crate::protocol::v2::{ErrorCode, Frame, Message};
+use crate::protocol::{PROTOCOL_VERSION, PluginMetadata};
+use crate::types::{HttpRequest, HttpResponse, PluginConfig, PluginContext};
+
+/// Environment variable naming the socket the plugin must listen on.
+pub const SOCKET_ENV: &str = "TORU_PLUGIN_SOCKET";
+
+/// How long in-flight requests may run after SIGTERM or SIGINT.
+pub const SIGNAL_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs `plugin` as a program: the whole `main` of a plugin.
+///
+/// * `PLUGIN --metadata` prints the metadata as JSON and exits 0.
+/// * `PLUGIN` listens on `$TORU_PLUGIN_SOCKET` and serves the host until it
+///   sends `shutdown` or the process gets SIGTERM/SIGINT, then exits 0 after
+///   in-flight requests finish.
+///
+/// Logs are JSON lines on stderr (see [`crate::logging`]).
+pub fn run<P: ToruPlugin>(plugin: P) -> ExitCode {
+    let metadata = P::metadata();
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => {}
+        ["--metadata"] => return print_metadata(&metadata),
+        ["--help" | "-h"] => {
+            println!("{}", usage(&metadata));
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!(
+                "{}: unexpected arguments {args:?}\n{}",
+                metadata.id,
+                usage(&metadata)
+            );
+            return ExitCode::from(2);
+        }
+    }
+    crate::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let path = socket_path(&metadata.id);
+        PluginServer::bind(&path, plugin)?
+            .serve(shutdown_signal())
+            .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "plugin stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(metadata: &PluginMetadata) -> String {
+    format!(
+        "usage: {} [--metadata]\n  Toru plugin {:?} ({}). Started by torud, which sets {SOCKET_ENV}.",
+        metadata.id, metadata.name, metadata.version
+    )
+}
+
+fn print_metadata(metadata: &PluginMetadata) -> ExitCode {
+    if let Err(e) = metadata.validate() {
+        eprintln!("{}: {e}", metadata.id);
+        return ExitCode::FAILURE;
+    }
+    match serde_json::to_string_pretty(metadata) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: cannot encode metadata: {e}", metadata.id);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `$TORU_PLUGIN_SOCKET`, or the first host's default for plugins started by hand.
+fn socket_path(id: &str) -> PathBuf {
+    std::env::var_os(SOCKET_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/toru-plugins/{id}.sock")))
+}
+
+/// Resolves at the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "cannot watch for SIGTERM/SIGINT; only the host can stop this plugin");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A plugin bound to its socket, ready to serve the host.
+#[derive(Debug)]
+pub struct PluginServer<P> {
+    listener: UnixListener,
+    path: PathBuf,
+    shared: Arc<Shared<P>>,
+}
+
+impl<P: ToruPlugin> PluginServer<P> {
+    /// Binds `path` (mode 0600): creates its folder (0700) when missing and
+    /// replaces a stale socket left there; refuses to replace anything else.
+    pub fn bind(path: &Path, plugin: P) -> PluginResult<Self> {
+        use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+            Ok(_) => {
+                return Err(PluginError::Io(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a socket; not replacing it",
+                        path.display()
+                    ),
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        info!(socket = %path.display(), "listening");
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+            shared: Arc::new(Shared::new(plugin)),
+        })
+    }
+
+    /// Serves host connections until the host sends `shutdown` or `signal`
+    /// resolves; then stops accepting, lets in-flight requests finish within
+    /// the deadline, removes the socket and returns.
+    pub async fn serve(self, signal: impl Future<Output = ()>) -> PluginResult<()> {
+        let Self {
+            listener,
+            path,
+            shared,
+        } = self;
+        let connections = TaskTracker::new();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        connections.spawn(serve_connection(stream, shared.clone()));
+                    }
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                () = &mut signal => {
+                    shared.stop(SIGNAL_SHUTDOWN_DEADLINE);
+                    break;
+                }
+                () = shared.stopping.cancelled() => break,
+            }
+        }
+        drop(listener);
+        if let Err(e) = std::fs::remove_file(&path) {
+            debug!(error = %e, "socket file not removed");
+        }
+
+        shared.handlers.close();
+        let deadline = shared.deadline();
+        if tokio::time::timeout(deadline, shared.handlers.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                in_flight = shared.handlers.len(),
+                ?deadline,
+                "shutdown deadline passed with requests still running; exiting anyway"
+            );
+        }
+        shared.done.cancel();
+        connections.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
+        match lock(&shared.fatal).take() {
+            Some(e) => Err(e),
+            None => {
+                info!("stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+enum Slot<P> {
+    Fresh(P),
+    Ready(Arc<P>),
+    Failed,
+}
+
+impl<P> std::fmt::Debug for Slot<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fresh(_) => "Fresh",
+            Self::Ready(_) => "Ready",
+            Self::Failed => "Failed",
+        })
+    }
+}
+
+/// State shared by every connection of one plugin process.
+#[derive(Debug)]
+struct Shared<P> {
+    plugin: tokio::sync::Mutex<Slot<P>>,
+    kv: PluginKvStore,
+    /// Every running request handler.
+    handlers: TaskTracker,
+    /// Cancelled when no new requests are taken.
+    stopping: CancellationToken,
+    /// Cancelled when in-flight requests are done: connections close.
+    done: CancellationToken,
+    deadline: Mutex<Duration>,
+    /// Why the plugin must exit non-zero (its `init` failed).
+    fatal: Mutex<Option<PluginError>>,
+}
+
+impl<P: ToruPlugin> Shared<P> {
+    fn new(plugin: P) -> Self {
+        Self {
+            plugin: tokio::sync::Mutex::new(Slot::Fresh(plugin)),
+            kv: PluginKvStore::default(),
+            handlers: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            done: CancellationToken::new(),
+            deadline: Mutex::new(SIGNAL_SHUTDOWN_DEADLINE),
+            fatal: Mutex::new(None),
+        }
+    }
+
+    /// Stops taking requests; the first deadline given wins.
+    fn stop(&self, deadline: Duration) {
+        if !self.stopping.is_cancelled() {
+            *lock(&self.deadline) = deadline;
+            self.stopping.cancel();
+        }
+    }
+
+    fn deadline(&self) -> Duration {
+        *lock(&self.deadline)
+    }
+
+    /// Runs the plugin's `init` on the first connection; later ones reuse it.
+    async fn initialize(&self, ctx: PluginContext) -> PluginResult<Arc<P>> {
+        let mut slot = self.plugin.lock().await;
+        match std::mem::replace(&mut *slot, Slot::Failed) {
+            Slot::Ready(plugin) => {
+                *slot = Slot::Ready(plugin.clone());
+                Ok(plugin)
+            }
+            Slot::Fresh(mut plugin) => {
+                plugin.init(ctx).await?;
+                let plugin = Arc::new(plugin);
+                *slot = Slot::Ready(plugin.clone());
+                Ok(plugin)
+            }
+            Slot::Failed => Err(PluginError::other("init failed earlier")),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One host connection: `init` first, then requests until EOF or shutdown.
+async fn serve_connection<P: ToruPlugin>(stream: UnixStream, shared: Arc<Shared<P>>) {
+    let (read, write) = stream.into_split();
+    let (link, writer) = Link::start(write);
+    let mut frames = FramedRead::new(read, FrameCodec::new());
+    let conn = Connection {
+        link: link.clone(),
+        in_flight: Arc::new(Mutex::new(HashMap::new())),
+    };
+
+    if let Some(plugin) = conn.handshake(&mut frames, &shared).await {
+        loop {
+            let item = tokio::select! {
+                biased;
+                () = shared.done.cancelled() => break,
+                item = frames.next() => item,
+            };
+            match item {
+                None => {
+                    debug!("host closed the connection");
+                    break;
+                }
+                Some(Err(e)) => {
+                    error!(error = %e, "unreadable stream from the host; closing the connection");
+                    break;
+                }
+                Some(Ok(Err(bad))) => {
+                    warn!(id = ?bad.id, code = %bad.code, reason = %bad.reason, "bad frame from the host");
+                    conn.reply(Message::error(bad.id, bad.code, bad.reason))
+                        .await;
+                }
+                Some(Ok(Ok(frame))) => conn.dispatch(frame, &plugin, &shared).await,
+            }
+        }
+    }
+    conn.abort_all();
+    link.close();
+    let _ = writer.await;
+}
+
+#[derive(Debug)]
+struct Connection {
+    link: Arc<Link>,
+    /// Requests of this connection still being handled, to cancel them.
+    in_flight: Arc<Mutex<HashMap<u64, AbortHandle>>>,
+}
+
+type Frames = FramedRead<tokio::net::unix::OwnedReadHalf, FrameCodec>;
+
+impl Connection {
+    /// Reads `init`, initializes the plugin, answers `init_ok`.
+    async fn handshake<P: ToruPlugin>(
+        &self,
+        frames: &mut Frames,
+        shared: &Shared<P>,
+    ) -> Option<Arc<P>> {
+        let first = tokio::select! {
+            () = shared.done.cancelled() => return None,
+            first = frames.next() => first,
+        };
+        let (id, ctx) = match first? {
+            Ok(Ok(Frame {
+                message:
+                    Message::Init {
+                        id,
+                        protocol,
+                        instance_id,
+                        plugin_id,
+                        config,
+                        limits,
+                    },
+                ..
+            })) => {
+                debug!(protocol, %instance_id, "init from the host");
+                shared.kv.connect(self.link.clone());
+                let ctx = PluginContext {
+                    instance_id,
+                    plugin_id,
+                    config: PluginConfig::new(config),
+                    kv: shared.kv.clone(),
+                    limits,
+                };
+                (id, ctx)
+            }
+            Ok(Ok(frame)) => {
+                warn!(message = ?frame.message, "first message from the host is not init");
+                let reply = Message::error(
+                    frame.message.id(),
+                    ErrorCode::UnexpectedMessage,
+                    "the first message on a connection must be init",
+                );
+                self.reply(reply).await;
+                return None;
+            }
+            Ok(Err(bad)) => {
+                warn!(reason = %bad.reason, "bad first frame from the host");
+                self.reply(Message::error(bad.id, bad.code, bad.reason))
+                    .await;
+                return None;
+            }
+            Err(e) => {
+                error!(error = %e, "unreadable stream from the host");
+                return None;
+            }
+        };
+        match shared.initialize(ctx).await {
+            Ok(plugin) => {
+                let ok = Message::InitOk {
+                    id,
+                    protocol: PROTOCOL_VERSION,
+                };
+                self.reply(ok).await;
+                Some(plugin)
+            }
+            Err(e) => {
+                error!(error = %e, "init failed");
+                let reply = Message::error(Some(id), ErrorCode::InitFailed, e.to_string());
+                self.reply(reply).await;
+                *lock(&shared.fatal) = Some(e);
+                shared.stop(Duration::ZERO);
+                None
+            }
+        }
+    }
+
+    async fn dispatch<P: ToruPlugin>(&self, frame: Frame, plugin: &Arc<P>, shared: &Shared<P>) {
+        if frame.message.is_reply() {
+            let (id, kind) = (frame.message.id(), frame.message.kind());
+            if !self.link.answer(frame) {
+                warn!(?id, kind, "answer to no request of ours; ignored");
+            }
+            return;
+        }
+        match frame.message {
+            Message::HttpRequest {
+                id,
+                method,
+                path,
+                headers,
+            } => {
+                if shared.stopping.is_cancelled() {
+                    let reply = Message::error(
+                        Some(id),
+                        ErrorCode::ShuttingDown,
+                        "the plugin is shutting down",
+                    );
+                    self.reply(reply).await;
+                    return;
+                }
+                let request = HttpRequest {
+                    method,
+                    path,
+                    headers,
+                    body: frame.body,
+                };
+                self.spawn_handler(id, request, plugin.clone(), shared)
+                    .await;
+            }
+            Message::Cancel { id } => {
+                if let Some(handler) = lock(&self.in_flight).remove(&id) {
+                    handler.abort();
+                    debug!(id, "request cancelled by the host");
+                }
+            }
+            Message::Ping { id } => self.reply(Message::Pong { id }).await,
+            Message::Shutdown { deadline_ms } => {
+                info!(deadline_ms, "shutdown requested by the host");
+                shared.stop(Duration::from_millis(deadline_ms));
+            }
+            Message::Init { id, .. } => {
+                let reply = Message::error(
+                    Some(id),
+                    ErrorCode::UnexpectedMessage,
+                    "init was already received on this connection",
+                );
+                self.reply(reply).await;
+            }
+            other => {
+                warn!(message = ?other, "message hosts do not send; refused");
+                let reply = Message::error(
+                    other.id(),
+                    ErrorCode::UnexpectedMessage,
+                    format!("{} is not a message a plugin accepts", other.kind()),
+                );
+                self.reply(reply).await;
+            }
+        }
+    }
+
+    async fn spawn_handler<P: ToruPlugin>(
+        &self,
+        id: u64,
+        request: HttpRequest,
+        plugin: Arc<P>,
+        shared: &Shared<P>,
+    ) {
+        let duplicate = {
+            let mut in_flight = lock(&self.in_flight);
+            if in_flight.contains_key(&id) {
+                true
+            } else {
+                let link = self.link.clone();
+                let map = self.in_flight.clone();
+                // Spawned with the table locked, so the handler's own removal
+                // below cannot run before its insertion.
+                let handle = shared.handlers.spawn(async move {
+                    let response = invoke(&*plugin, request).await;
+                    lock(&map).remove(&id);
+                    let message = Message::HttpResponse {
+                        id,
+                        status: response.status,
+                        headers: response.headers,
+                    };
+                    if let Err(e) = link.send(&message, response.body).await {
+                        warn!(id, error = %e, "response not sent");
+                    }
+                });
+                in_flight.insert(id, handle.abort_handle());
+                false
+            }
+        };
+        if duplicate {
+            warn!(id, "request id already in flight; refused");
+            let reply = Message::error(
+                Some(id),
+                ErrorCode::DuplicateId,
+                format!("request id {id} is already in flight"),
+            );
+            self.reply(reply).await;
+        }
+    }
+
+    async fn reply(&self, message: Message) {
+        if let Err(e) = self.link.send(&message, Bytes::new()).await {
+            debug!(error = %e, "reply not sent");
+        }
+    }
+
+    fn abort_all(&self) {
+        for (_, handler) in lock(&self.in_flight).drain() {
+            handler.abort();
+        }
+    }
+}
+
+/// Runs the handler; errors and panics become error responses.
+async fn invoke<P: ToruPlugin>(plugin: &P, request: HttpRequest) -> HttpResponse {
+    let response = match AssertUnwindSafe(plugin.handle_http(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(response)) => response,
+        Ok(Err(PluginError::Http { status, message })) => HttpResponse::error(status, message),
+        Ok(Err(e)) => {
+            error!(error = %e, "request failed");
+            HttpResponse::error(500, e.to_string())
+        }
+        Err(_) => {
+            // The panic hook has logged the message and location.
+            HttpResponse::error(500, "the plugin's request handler panicked")
+        }
+    };
+    if http::StatusCode::from_u16(response.status).is_err() {
+        error!(
+            status = response.status,
+            "handler answered with an invalid status"
+        );
+        return HttpResponse::error(500, "the plugin answered with an invalid status");
+    }
+    response
+}
