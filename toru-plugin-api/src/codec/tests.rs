@@ -282,7 +282,7 @@ fn message_shapes_match_the_protocol_document() {
     for (message, json) in cases {
         assert_eq!(serde_json::to_string(&message).unwrap(), json);
         assert_eq!(serde_json::from_str::<Message>(json).unwrap(), message);
-        assert_eq!(json.contains(&format!("\"{}\"", message.kind())), true);
+        assert!(json.contains(&format!("\"{}\"", message.kind())));
     }
 }
 
@@ -383,12 +383,7 @@ proptest! {
     fn arbitrary_bytes_never_panic_the_decoder(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         let mut codec = FrameCodec::new();
         let mut src = BytesMut::from(&bytes[..]);
-        loop {
-            match codec.decode(&mut src) {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => break,
-            }
-        }
+        while let Ok(Some(_)) = codec.decode(&mut src) {}
         let _ = codec.decode_eof(&mut src);
     }
 

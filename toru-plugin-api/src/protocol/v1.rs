@@ -90,7 +90,7 @@ pub struct HttpPayload {
     /// Path below the plugin's route, starting with `/`, query kept.
     pub path: String,
     /// Header names to values, sorted by name on the wire.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub headers: BTreeMap<String, String>,
     /// UTF-8 body, `null` when empty.
     #[serde(default)]
@@ -133,7 +133,7 @@ pub struct HttpResponsePayload {
     /// HTTP status.
     pub status: u16,
     /// One value per header name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub headers: BTreeMap<String, String>,
     /// UTF-8 body, absent or `null` when empty.
     #[serde(default)]
@@ -226,6 +226,14 @@ pub fn decode_http_response(frame: &[u8]) -> PluginResult<(Option<String>, HttpR
     })?;
     let response = serde_json::from_str(&inner)?;
     Ok((envelope.request_id.or(Some(request_id)), response))
+}
+
+/// Reads `"headers": null`, which some hand-written plugins send, as no headers.
+fn null_as_empty<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(Option::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// Accepts any RFC 3339 timestamp, and treats a missing or unreadable one as
