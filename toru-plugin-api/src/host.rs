@@ -114,6 +114,72 @@ pub trait KvBackend: Send + Sync + 'static {
     fn call(&self, request: KvRequest) -> impl Future<Output = Result<KvReply, KvFailure>> + Send;
 }
 
+/// A [`KvBackend`] in memory, for testing plugins without a host and for
+/// tools; `torud` keeps plugin data in its database instead.
+#[derive(Debug, Default)]
+pub struct MemoryKv {
+    data: Mutex<std::collections::BTreeMap<String, Bytes>>,
+}
+
+impl MemoryKv {
+    /// A copy of everything stored.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, Bytes> {
+        self.data
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stores `value` under `key` directly.
+    pub fn insert(&self, key: impl Into<String>, value: impl Into<Bytes>) {
+        self.data
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.into(), value.into());
+    }
+}
+
+impl KvBackend for MemoryKv {
+    async fn call(&self, request: KvRequest) -> Result<KvReply, KvFailure> {
+        let mut data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(match request {
+            KvRequest::Get { key } => KvReply::Value(data.get(&key).cloned()),
+            KvRequest::Set { key, value } => {
+                data.insert(key, value);
+                KvReply::Stored
+            }
+            KvRequest::Delete { key } => KvReply::Deleted(data.remove(&key).is_some()),
+            KvRequest::List {
+                prefix,
+                after,
+                limit,
+            } => {
+                use std::ops::Bound;
+                let start = match &after {
+                    Some(after) if after.as_str() >= prefix.as_str() => {
+                        Bound::Excluded(after.clone())
+                    }
+                    _ => Bound::Included(prefix.clone()),
+                };
+                let mut keys: Vec<String> = data
+                    .range((start, Bound::Unbounded))
+                    .map(|(k, _)| k)
+                    .take_while(|k| k.starts_with(&prefix))
+                    .take(limit as usize + 1)
+                    .cloned()
+                    .collect();
+                let next = if keys.len() > limit as usize {
+                    keys.truncate(limit as usize);
+                    keys.last().cloned()
+                } else {
+                    None
+                };
+                KvReply::Keys { keys, next }
+            }
+        })
+    }
+}
+
 /// The host's end of one plugin's connection.
 #[derive(Debug)]
 pub struct HostConnection {

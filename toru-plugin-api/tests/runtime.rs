@@ -79,7 +79,7 @@ async fn kv_calls_interleave_with_http_requests() {
         );
     }
     assert_eq!(slow.await.unwrap().unwrap().body, "slow");
-    assert_eq!(kv.data.lock().unwrap().len(), 20);
+    assert_eq!(kv.snapshot().len(), 20);
 
     let list = host.http(get("/kv-list?prefix=k1"), LONG).await.unwrap();
     let keys: Vec<String> = serde_json::from_slice(&list.body).unwrap();
@@ -95,15 +95,10 @@ async fn kv_listing_pages_through_more_keys_than_a_page() {
     let running = start(TestPlugin::default()).await;
     let kv = Arc::new(MemKv::default());
     for i in 0..2500 {
-        kv.data
-            .lock()
-            .unwrap()
-            .insert(format!("p/{i:05}"), Bytes::new());
+        kv.insert(format!("p/{i:05}"), Bytes::new());
     }
-    kv.data
-        .lock()
-        .unwrap()
-        .insert("q/other".into(), Bytes::new());
+    kv.insert("o/other", Bytes::new());
+    kv.insert("q/other", Bytes::new());
     let host = connect(&running, kv).await;
     let list = host.http(get("/kv-list?prefix=p/"), LONG).await.unwrap();
     let keys: Vec<String> = serde_json::from_slice(&list.body).unwrap();

@@ -4,10 +4,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 use toru_plugin_api::codec::{BadFrame, EncodedFrame, FrameCodec};
-use toru_plugin_api::host::{HostConnection, InitParams, KvBackend, KvFailure, KvReply, KvRequest};
+use toru_plugin_api::host::{HostConnection, InitParams};
 use toru_plugin_api::protocol::v2::{ErrorCode, Frame, Message};
 use toru_plugin_api::{
     HttpRequest, HttpResponse, PluginContext, PluginError, PluginMetadata, PluginResult,
@@ -86,42 +85,7 @@ impl ToruPlugin for TestPlugin {
     }
 }
 
-/// Host-side KV in memory, keyed like the real store: (plugin, key).
-#[derive(Debug, Default)]
-pub struct MemKv {
-    pub data: Mutex<BTreeMap<String, Bytes>>,
-}
-
-impl KvBackend for MemKv {
-    async fn call(&self, request: KvRequest) -> Result<KvReply, KvFailure> {
-        let mut data = self.data.lock().unwrap();
-        Ok(match request {
-            KvRequest::Get { key } => KvReply::Value(data.get(&key).cloned()),
-            KvRequest::Set { key, value } => {
-                data.insert(key, value);
-                KvReply::Stored
-            }
-            KvRequest::Delete { key } => KvReply::Deleted(data.remove(&key).is_some()),
-            KvRequest::List {
-                prefix,
-                after,
-                limit,
-            } => {
-                let keys: Vec<String> = data
-                    .keys()
-                    .filter(|k| k.starts_with(&prefix))
-                    .filter(|k| after.as_ref().is_none_or(|a| *k > a))
-                    .take(limit as usize + 1)
-                    .cloned()
-                    .collect();
-                let more = keys.len() > limit as usize;
-                let keys: Vec<String> = keys.into_iter().take(limit as usize).collect();
-                let next = if more { keys.last().cloned() } else { None };
-                KvReply::Keys { keys, next }
-            }
-        })
-    }
-}
+pub use toru_plugin_api::host::MemoryKv as MemKv;
 
 /// The SDK runtime serving a plugin on a socket in a temporary directory.
 pub struct Running {
