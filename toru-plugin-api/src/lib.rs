@@ -92,5 +92,10 @@ pub use types::{HttpRequest, HttpResponse, KvOp, PluginConfig, PluginContext};
 
 /// Re-exported for header names and status codes.
 pub use http;
+/// The README's examples, compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Re-exported so plugins log through the same `tracing` the SDK sets up.
 pub use tracing;
