@@ -322,9 +322,11 @@ async fn read_loop<K: KvBackend>(
     limits: Limits,
 ) {
     let in_flight = Arc::new(Mutex::new(HashSet::new()));
+    let closed = link.closed();
+    tokio::pin!(closed);
     loop {
         let item = tokio::select! {
-            () = link.closed() => break,
+            () = &mut closed => break,
             item = frames.next() => item,
         };
         match item {

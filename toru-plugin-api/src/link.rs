@@ -22,6 +22,8 @@ use crate::protocol::v2::{Frame, Message};
 
 /// Frames queued for the writer before senders wait (backpressure).
 const OUTBOUND_QUEUE: usize = 1024;
+/// Bytes the writer gathers before it must flush.
+const WRITE_BATCH: usize = 256 * 1024;
 
 type Waiters = HashMap<u64, oneshot::Sender<Frame>>;
 
@@ -48,11 +50,11 @@ impl Link {
             next_id: AtomicU64::new(1),
             closed: CancellationToken::new(),
         });
-        let writer = tokio::spawn(write_loop(
-            rx,
-            FramedWrite::new(io, FrameCodec::new()),
-            link.closed.clone(),
-        ));
+        let mut sink = FramedWrite::new(io, FrameCodec::new());
+        // Let a burst of frames (even large ones) share one write(2): the
+        // default boundary (8 KiB) flushes before every frame above that.
+        sink.set_backpressure_boundary(WRITE_BATCH);
+        let writer = tokio::spawn(write_loop(rx, sink, link.closed.clone()));
         (link, writer)
     }
 
@@ -87,6 +89,7 @@ impl Link {
             link: self,
             id,
             cancel,
+            answered: false,
         };
         self.send(&request(id), body).await?;
         let answer = match tokio::time::timeout(timeout, rx).await {
@@ -97,7 +100,8 @@ impl Link {
             }
             Err(_) => return Err(PluginError::Timeout(timeout)),
         };
-        guard.cancel = None;
+        // `answer` already took the entry out of the table.
+        guard.answered = true;
         match answer.message {
             Message::Error { code, message, .. } => Err(PluginError::Remote { code, message }),
             _ => Ok(answer),
@@ -146,10 +150,14 @@ struct Forget<'a> {
     link: &'a Link,
     id: u64,
     cancel: Option<fn(u64) -> Message>,
+    answered: bool,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
         self.link.lock().remove(&self.id);
         if let Some(cancel) = self.cancel
             && let Ok(frame) = EncodedFrame::from_parts(&cancel(self.id), Bytes::new())
@@ -167,11 +175,13 @@ async fn write_loop<W>(
 ) where
     W: AsyncWrite + Unpin,
 {
+    let closing = closed.cancelled();
+    tokio::pin!(closing);
     loop {
         let first = tokio::select! {
             biased;
             frame = queue.recv() => frame,
-            () = closed.cancelled() => None,
+            () = &mut closing => None,
         };
         let Some(first) = first else { break };
         // Everything already queued goes out with one flush: under load many

@@ -338,10 +338,12 @@ async fn serve_connection<P: ToruPlugin>(stream: UnixStream, shared: Arc<Shared<
     };
 
     if let Some(plugin) = conn.handshake(&mut frames, &shared).await {
+        let done = shared.done.cancelled();
+        tokio::pin!(done);
         loop {
             let item = tokio::select! {
                 biased;
-                () = shared.done.cancelled() => break,
+                () = &mut done => break,
                 item = frames.next() => item,
             };
             match item {
