@@ -45,6 +45,10 @@ pub struct BadFrame {
     pub id: Option<u64>,
     /// `bad_message` or `unknown_type`.
     pub code: ErrorCode,
+    /// The frame's `type` is an answer (`http_response`, `kv_value`, ...):
+    /// its id is one of the *receiver's* requests, which should then fail
+    /// locally; replying `error` would name an id of the wrong side.
+    pub answer: bool,
     /// What was wrong.
     pub reason: String,
 }
@@ -180,23 +184,34 @@ fn parse_frame(mut frame: BytesMut) -> Result<Frame, BadFrame> {
 }
 
 /// The little that can be read from a header that failed to parse.
+/// Fields typed loosely, so that a wrongly typed one does not hide the others.
 #[derive(Deserialize)]
 struct Salvage {
     #[serde(rename = "type")]
-    kind: Option<String>,
-    id: Option<u64>,
+    kind: Option<serde_json::Value>,
+    id: Option<serde_json::Value>,
 }
 
 fn explain(header: &[u8], error: serde_json::Error) -> BadFrame {
     let salvage = serde_json::from_slice::<Salvage>(header).ok();
-    let id = salvage.as_ref().and_then(|s| s.id);
-    match salvage.and_then(|s| s.kind) {
+    let id = salvage
+        .as_ref()
+        .and_then(|s| s.id.as_ref())
+        .and_then(serde_json::Value::as_u64);
+    let kind = salvage
+        .and_then(|s| s.kind)
+        .and_then(|k| k.as_str().map(str::to_owned));
+    match kind {
         Some(kind) if !Message::TYPES.contains(&kind.as_str()) => BadFrame {
             id,
             code: ErrorCode::UnknownType,
+            answer: false,
             reason: format!("unknown message type {kind:?}"),
         },
-        _ => bad(id, &format!("unreadable message header: {error}")),
+        kind => BadFrame {
+            answer: kind.is_some_and(|k| Message::ANSWER_TYPES.contains(&k.as_str())),
+            ..bad(id, &format!("unreadable message header: {error}"))
+        },
     }
 }
 
@@ -204,6 +219,7 @@ fn bad(id: Option<u64>, reason: &str) -> BadFrame {
     BadFrame {
         id,
         code: ErrorCode::BadMessage,
+        answer: false,
         reason: reason.to_owned(),
     }
 }

@@ -231,10 +231,13 @@ impl HostConnection {
             .call(init, Bytes::new(), timeout, None)
             .await?;
         match answer.message {
-            Message::InitOk { protocol, .. } => {
+            Message::InitOk { protocol, .. } if protocol == PROTOCOL_VERSION => {
                 debug!(protocol, "plugin initialized");
                 Ok(connection)
             }
+            Message::InitOk { protocol, .. } => Err(PluginError::Protocol(format!(
+                "plugin answered init for protocol {protocol}; this host speaks {PROTOCOL_VERSION}"
+            ))),
             other => Err(PluginError::Protocol(format!(
                 "plugin answered init with {}",
                 other.kind()
@@ -265,6 +268,9 @@ impl HostConnection {
         let cancel: fn(u64) -> Message = |id| Message::Cancel { id };
         let answer = self.link.call(build, body, timeout, Some(cancel)).await?;
         match answer.message {
+            Message::HttpResponse { status, .. } if !(100..=999).contains(&status) => Err(
+                PluginError::Protocol(format!("plugin answered with invalid HTTP status {status}")),
+            ),
             Message::HttpResponse {
                 status, headers, ..
             } => Ok(HttpResponse {
@@ -340,12 +346,7 @@ async fn read_loop<K: KvBackend>(
             }
             Some(Ok(Err(bad))) => {
                 warn!(id = ?bad.id, code = %bad.code, reason = %bad.reason, "bad frame from the plugin");
-                send(
-                    &link,
-                    Message::error(bad.id, bad.code, bad.reason),
-                    Bytes::new(),
-                )
-                .await;
+                link.refuse(bad).await;
             }
             Some(Ok(Ok(frame))) => {
                 if frame.message.is_reply() {
@@ -357,15 +358,14 @@ async fn read_loop<K: KvBackend>(
                     continue;
                 }
                 let id = frame.message.id();
-                match kv_request(frame, &limits) {
-                    Ok(Some((id, request))) => {
+                match incoming(frame, &limits) {
+                    Ok(Incoming::Kv(id, request)) => {
                         spawn_kv(id, request, &link, &kv, &in_flight).await;
                     }
-                    Ok(None) => {
-                        if let Some(id) = id {
-                            send(&link, Message::Pong { id }, Bytes::new()).await;
-                        }
+                    Ok(Incoming::Ping(id)) => {
+                        send(&link, Message::Pong { id }, Bytes::new()).await;
                     }
+                    Ok(Incoming::Nothing) => {}
                     Err(failure) => {
                         debug!(?id, %failure, "plugin message refused");
                         let reply = Message::error(id, failure.code, failure.message);
@@ -378,11 +378,21 @@ async fn read_loop<K: KvBackend>(
     link.close();
 }
 
-/// Turns a plugin's request into a checked [`KvRequest`]; `Ok(None)` is a ping.
-fn kv_request(frame: Frame, limits: &Limits) -> Result<Option<(u64, KvRequest)>, KvFailure> {
+/// A request from the plugin, checked.
+enum Incoming {
+    Kv(u64, KvRequest),
+    Ping(u64),
+    Nothing,
+}
+
+/// Turns a plugin's request into a checked [`Incoming`].
+fn incoming(frame: Frame, limits: &Limits) -> Result<Incoming, KvFailure> {
     let Frame { message, body } = frame;
     let request = match message {
-        Message::Ping { .. } => return Ok(None),
+        Message::Ping { id } => return Ok(Incoming::Ping(id)),
+        // A plugin giving up on its own KV call: the call is short and
+        // cannot be stopped halfway, so there is nothing to do.
+        Message::Cancel { .. } => return Ok(Incoming::Nothing),
         Message::KvGet { id, key } => (
             id,
             KvRequest::Get {
@@ -447,7 +457,7 @@ fn kv_request(frame: Frame, limits: &Limits) -> Result<Option<(u64, KvRequest)>,
             ));
         }
     };
-    Ok(Some(request))
+    Ok(Incoming::Kv(request.0, request.1))
 }
 
 /// A key is 1 to `max_key_len` bytes of UTF-8 without control characters.

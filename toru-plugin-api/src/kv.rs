@@ -1,6 +1,6 @@
 //! The plugin's key-value storage: calls to the host over the connection.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +28,8 @@ pub struct KvPage {
 /// sees only its own keys: the host scopes every call to the calling plugin.
 #[derive(Debug, Clone, Default)]
 pub struct PluginKvStore {
-    link: Arc<RwLock<Option<Arc<Link>>>>,
+    /// Host connections, oldest first; calls go over the newest still open.
+    links: Arc<RwLock<Vec<Arc<Link>>>>,
 }
 
 impl PluginKvStore {
@@ -119,12 +120,19 @@ impl PluginKvStore {
         }
     }
 
-    /// Points this handle (and every clone) at a new host connection.
+    /// Adds a host connection; calls use it while it is the newest open one.
     pub(crate) fn connect(&self, link: Arc<Link>) {
-        *self
-            .link
+        let mut links = self.links.write().unwrap_or_else(PoisonError::into_inner);
+        links.retain(|l| !l.is_closed());
+        links.push(link);
+    }
+
+    /// Forgets a connection that closed.
+    pub(crate) fn disconnect(&self, link: &Arc<Link>) {
+        self.links
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(link);
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|l| !Arc::ptr_eq(l, link));
     }
 
     async fn call(
@@ -133,10 +141,13 @@ impl PluginKvStore {
         body: Bytes,
     ) -> PluginResult<crate::protocol::v2::Frame> {
         let link = self
-            .link
+            .links
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|l| !l.is_closed())
+            .cloned()
             .ok_or(PluginError::NotConnected)?;
         link.call(request, body, KV_TIMEOUT, None).await
     }

@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{EncodedFrame, FrameCodec};
+use crate::codec::{BadFrame, EncodedFrame, FrameCodec};
 use crate::error::{PluginError, PluginResult};
-use crate::protocol::v2::{Frame, Message};
+use crate::protocol::v2::{ErrorCode, Frame, Message};
 
 /// Frames queued for the writer before senders wait (backpressure).
 const OUTBOUND_QUEUE: usize = 1024;
@@ -117,6 +117,30 @@ impl Link {
         // The caller may have stopped waiting a moment ago: nothing to do then.
         let _ = waiter.send(frame);
         true
+    }
+
+    /// Fails our request `id` with `error`, as if the peer had answered so:
+    /// used when the peer's answer to it arrived unreadable.
+    pub(crate) fn fail(&self, id: u64, code: ErrorCode, message: String) -> bool {
+        self.answer(Frame::new(Message::error(Some(id), code, message)))
+    }
+
+    /// Deals with a frame that could not be read: a broken answer fails the
+    /// request of ours it names; anything else is answered with `error`.
+    pub(crate) async fn refuse(&self, bad: BadFrame) {
+        if bad.answer {
+            let failed = bad.id.is_some_and(|id| {
+                self.fail(id, bad.code, format!("unreadable answer: {}", bad.reason))
+            });
+            if !failed {
+                tracing::warn!(id = ?bad.id, "unreadable answer to no pending request; ignored");
+            }
+            return;
+        }
+        let reply = Message::error(bad.id, bad.code, bad.reason);
+        if let Err(e) = self.send(&reply, Bytes::new()).await {
+            tracing::debug!(error = %e, "error reply not sent");
+        }
     }
 
     /// Closes the link: queued frames are still written, waiting callers get

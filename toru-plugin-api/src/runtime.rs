@@ -357,14 +357,14 @@ async fn serve_connection<P: ToruPlugin>(stream: UnixStream, shared: Arc<Shared<
                 }
                 Some(Ok(Err(bad))) => {
                     warn!(id = ?bad.id, code = %bad.code, reason = %bad.reason, "bad frame from the host");
-                    conn.reply(Message::error(bad.id, bad.code, bad.reason))
-                        .await;
+                    conn.link.refuse(bad).await;
                 }
                 Some(Ok(Ok(frame))) => conn.dispatch(frame, &plugin, &shared).await,
             }
         }
     }
     conn.abort_all();
+    shared.kv.disconnect(&link);
     link.close();
     let _ = writer.await;
 }
@@ -403,6 +403,17 @@ impl Connection {
                 ..
             })) => {
                 debug!(protocol, %instance_id, "init from the host");
+                if protocol < PROTOCOL_VERSION {
+                    let reply = Message::error(
+                        Some(id),
+                        ErrorCode::UnexpectedMessage,
+                        format!(
+                            "this plugin speaks protocol {PROTOCOL_VERSION}; the host offered {protocol}"
+                        ),
+                    );
+                    self.reply(reply).await;
+                    return None;
+                }
                 shared.kv.connect(self.link.clone());
                 let ctx = PluginContext {
                     instance_id,
@@ -542,7 +553,23 @@ impl Connection {
                         status: response.status,
                         headers: response.headers,
                     };
-                    if let Err(e) = link.send(&message, response.body).await {
+                    let sent = match link.send(&message, response.body).await {
+                        Err(PluginError::TooLarge { len, max }) => {
+                            error!(id, len, max, "response too large for one frame; answering 500");
+                            let too_large = HttpResponse::error(
+                                500,
+                                format!("the plugin's response of {len} bytes exceeds the {max}-byte frame limit"),
+                            );
+                            let message = Message::HttpResponse {
+                                id,
+                                status: too_large.status,
+                                headers: too_large.headers,
+                            };
+                            link.send(&message, too_large.body).await
+                        }
+                        other => other,
+                    };
+                    if let Err(e) = sent {
                         warn!(id, error = %e, "response not sent");
                     }
                 });

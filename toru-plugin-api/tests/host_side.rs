@@ -208,3 +208,109 @@ async fn a_plugin_refusing_init_is_an_error() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn a_broken_answer_fails_its_request_at_once_without_a_reply() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (_dir, path) = fake_plugin(|mut framed| async move {
+        let request = framed.next().await.unwrap().unwrap().unwrap();
+        let id = request.message.id().unwrap();
+        let broken = format!(
+            r#"{{"type":"http_response","id":{id},"status":200,"headers":[["bad name","x"]]}}"#
+        );
+        framed
+            .get_mut()
+            .try_write(&raw_frame(broken.as_bytes()))
+            .unwrap();
+        // Whatever the host sends next (it should send nothing until the ping).
+        send(&mut framed, Message::Ping { id: 1 }).await;
+        let next = framed.next().await.unwrap().unwrap().unwrap();
+        let _ = tx.send(next.message);
+        let _ = framed.next().await;
+    })
+    .await;
+    let host = host_for(&path).await;
+    let started = Instant::now();
+    let result = host.http(get("/"), Duration::from_secs(30)).await;
+    assert!(
+        matches!(
+            result,
+            Err(PluginError::Remote {
+                code: ErrorCode::BadMessage,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let next = tokio::time::timeout(LONG, rx).await.unwrap().unwrap();
+    assert_eq!(
+        next,
+        Message::Pong { id: 1 },
+        "the host replied to a broken answer"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_status_or_protocol_from_a_plugin_is_refused() {
+    let (_dir, path) = fake_plugin(|mut framed| async move {
+        while let Some(Ok(Ok(frame))) = framed.next().await {
+            if let Message::HttpRequest { id, .. } = frame.message {
+                let answer = Message::HttpResponse {
+                    id,
+                    status: 1000,
+                    headers: Default::default(),
+                };
+                send(&mut framed, answer).await;
+            }
+        }
+    })
+    .await;
+    let host = host_for(&path).await;
+    let result = host.http(get("/"), LONG).await;
+    assert!(
+        matches!(result, Err(PluginError::Protocol(_))),
+        "{result:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut framed = Framed::new(stream, FrameCodec::new());
+        let init = framed.next().await.unwrap().unwrap().unwrap();
+        send(
+            &mut framed,
+            Message::InitOk {
+                id: init.message.id().unwrap(),
+                protocol: 3,
+            },
+        )
+        .await;
+        let _ = framed.next().await;
+    });
+    let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let result =
+        HostConnection::connect(stream, init_params(), Arc::new(MemKv::default()), LONG).await;
+    assert!(
+        matches!(result, Err(PluginError::Protocol(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_from_a_plugin_gets_no_answer() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (_dir, path) = fake_plugin(|mut framed| async move {
+        send(&mut framed, Message::Cancel { id: 5 }).await;
+        send(&mut framed, Message::Ping { id: 6 }).await;
+        let next = framed.next().await.unwrap().unwrap().unwrap();
+        let _ = tx.send(next.message);
+        let _ = framed.next().await;
+    })
+    .await;
+    let _host = host_for(&path).await;
+    let next = tokio::time::timeout(LONG, rx).await.unwrap().unwrap();
+    assert_eq!(next, Message::Pong { id: 6 });
+}

@@ -470,3 +470,49 @@ async fn a_truncated_frame_then_eof_closes_the_connection_cleanly() {
 }
 
 use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn a_response_too_large_for_a_frame_becomes_a_500() {
+    let running = start(TestPlugin::default()).await;
+    let host = connect(&running, Arc::default()).await;
+    let response = host.http(get("/huge"), LONG).await.unwrap();
+    assert_eq!(response.status, 500);
+    assert!(String::from_utf8_lossy(&response.body).contains("frame limit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_falls_back_to_an_older_connection_when_the_newest_closes() {
+    let running = start(TestPlugin::default()).await;
+    let kv = Arc::new(MemKv::default());
+    let older = connect(&running, kv.clone()).await;
+    let newer = connect(&running, kv.clone()).await;
+    drop(newer);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut request = get("/kv?key=still");
+    request.body = Bytes::from("works");
+    let response = older.http(request, LONG).await.unwrap();
+    assert_eq!(
+        (response.status, response.body),
+        (200, Bytes::from("works"))
+    );
+}
+
+#[tokio::test]
+async fn an_init_for_protocol_1_is_refused() {
+    let running = start(TestPlugin::default()).await;
+    let mut peer = RawPeer::connect(&running.path).await;
+    peer.send(Message::Init {
+        id: 1,
+        protocol: 1,
+        instance_id: INSTANCE.into(),
+        plugin_id: "test".into(),
+        config: Default::default(),
+        limits: Default::default(),
+    })
+    .await;
+    assert_eq!(
+        error_code(&peer.recv().await.unwrap()),
+        Some((Some(1), ErrorCode::UnexpectedMessage))
+    );
+    assert!(peer.closed().await);
+}

@@ -166,6 +166,28 @@ fn bad_headers_are_reported_with_their_id_and_the_stream_goes_on() {
 }
 
 #[test]
+fn salvage_survives_a_mistyped_id_and_flags_broken_answers() {
+    let items = decode_all(&raw_frame(br#"{"type":"warp","id":"seven"}"#, b""));
+    let bad = items[0].clone().unwrap_err();
+    assert_eq!(
+        (bad.id, bad.code, bad.answer),
+        (None, ErrorCode::UnknownType, false)
+    );
+
+    let header = br#"{"type":"http_response","id":3,"status":200,"headers":[["bad name","x"]]}"#;
+    let bad = decode_all(&raw_frame(header, b"")).remove(0).unwrap_err();
+    assert_eq!(
+        (bad.id, bad.code, bad.answer),
+        (Some(3), ErrorCode::BadMessage, true)
+    );
+
+    let bad = decode_all(&raw_frame(br#"{"type":"kv_get","id":3}"#, b""))
+        .remove(0)
+        .unwrap_err();
+    assert!(!bad.answer, "a request is not an answer");
+}
+
+#[test]
 fn header_length_beyond_the_frame_is_a_bad_frame() {
     let mut wire = Vec::new();
     wire.put_u32(8);
@@ -288,6 +310,9 @@ fn message_shapes_match_the_protocol_document() {
 
 #[test]
 fn every_type_name_is_listed() {
+    for kind in Message::ANSWER_TYPES {
+        assert!(Message::TYPES.contains(kind));
+    }
     for kind in Message::TYPES {
         let json = format!(r#"{{"type":"{kind}"}}"#);
         let err = serde_json::from_str::<Message>(&json)

@@ -216,6 +216,18 @@ impl Message {
         "error",
     ];
 
+    /// The `type`s that answer a request (see [`Message::is_reply`]).
+    pub const ANSWER_TYPES: &'static [&'static str] = &[
+        "init_ok",
+        "http_response",
+        "pong",
+        "kv_value",
+        "kv_ok",
+        "kv_deleted",
+        "kv_keys",
+        "error",
+    ];
+
     /// The request id this message carries or answers, if any.
     pub fn id(&self) -> Option<u64> {
         match self {
@@ -280,7 +292,7 @@ pub enum ErrorCode {
     UnexpectedMessage,
     /// A KV key is empty, too long, or not valid.
     InvalidKey,
-    /// A KV value or a frame is above the limit.
+    /// A KV value is above the limit.
     TooLarge,
     /// The host's storage failed; the operation did not happen.
     Storage,

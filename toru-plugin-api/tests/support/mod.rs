@@ -79,6 +79,10 @@ impl ToruPlugin for TestPlugin {
                 let keys = ctx.kv.list(&param("prefix")).await?;
                 Ok(HttpResponse::json(&keys))
             }
+            "/huge" => Ok(HttpResponse::bytes(
+                "application/octet-stream",
+                vec![0u8; 17 * 1024 * 1024],
+            )),
             "/instance" => Ok(HttpResponse::text(ctx.instance_id.clone())),
             _ => Ok(HttpResponse::not_found()),
         }
