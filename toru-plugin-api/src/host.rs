@@ -460,6 +460,12 @@ fn incoming(frame: Frame, limits: &Limits) -> Result<Incoming, KvFailure> {
     Ok(Incoming::Kv(request.0, request.1))
 }
 
+/// Checks a KV key: 1 to `max_key_len` bytes of UTF-8 without control
+/// characters. The host applies it to every KV call; admin tools should too.
+pub fn validate_key(key: &str, limits: &Limits) -> Result<(), KvFailure> {
+    check_key(key.to_owned(), limits).map(drop)
+}
+
 /// A key is 1 to `max_key_len` bytes of UTF-8 without control characters.
 fn check_key(key: String, limits: &Limits) -> Result<String, KvFailure> {
     if key.is_empty() {

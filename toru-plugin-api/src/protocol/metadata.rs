@@ -117,6 +117,11 @@ pub fn validate_id(id: &str) -> Result<(), String> {
             "id {id:?} may only hold ASCII letters, digits and '-'"
         ));
     }
+    // `/api/plugins/route/...` forwards to plugins: a plugin with this id
+    // could never be managed through the API.
+    if id == "route" {
+        return Err("id \"route\" is reserved".to_owned());
+    }
     Ok(())
 }
 
@@ -150,6 +155,7 @@ mod tests {
         assert!(validate_id("a_b").is_err());
         assert!(validate_id("a/b").is_err());
         assert!(validate_id("é").is_err());
+        assert!(validate_id("route").is_err());
     }
 
     #[test]

@@ -1,0 +1,213 @@
+//! The seam between the HTTP gateway and the rest of torud: what the
+//! gateway may ask ([`Backend`]), the views it serves, and the one place
+//! where a failure becomes an HTTP status ([`ApiError::status`]).
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+use toru_plugin_api::{HttpRequest, HttpResponse};
+
+/// A plugin as the API shows it (`GET /api/plugins[/{id}]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginView {
+    /// Metadata id (for an unreadable plugin: its file name).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The plugin's version.
+    pub version: String,
+    /// Who wrote it.
+    pub author: Option<String>,
+    /// Icon.
+    pub icon: String,
+    /// `/route`, served under `/api/plugins/route/route/`.
+    pub route: String,
+    /// Protocol version spoken (1 or 2).
+    pub protocol: u32,
+    /// The executable.
+    pub path: String,
+    /// The administrator's choice, persisted.
+    pub enabled: bool,
+    /// The process is up and serving.
+    pub running: bool,
+    /// `healthy`, `unhealthy` or `disabled`.
+    pub health: &'static str,
+    /// `starting`, `running`, `backoff`, `failed`, `stopped`, `disabled`, `invalid`.
+    pub state: &'static str,
+    /// The plugin's process id while it runs.
+    pub pid: Option<u32>,
+    /// Restarts since torud started.
+    pub restarts: u32,
+    /// Why the plugin is invalid or failed; `null` otherwise.
+    pub error: Option<String>,
+    /// Where the plugin listens.
+    pub socket_path: String,
+}
+
+/// One line a plugin wrote (`GET /api/plugins/{id}/logs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    /// When torud read it (RFC 3339).
+    pub timestamp: String,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: &'static str,
+    /// The line, or its `message` field when the plugin wrote JSON.
+    pub message: String,
+}
+
+/// A page of log lines, newest last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogPage {
+    /// The plugin.
+    pub plugin: String,
+    /// Lines of this page, oldest first.
+    pub logs: Vec<LogLine>,
+    /// Page number; 1 is the newest lines.
+    pub page: usize,
+    /// Lines per page.
+    pub page_size: usize,
+    /// Lines kept (after the level filter).
+    pub total: usize,
+}
+
+/// What `GET /api/plugins/{id}/logs` asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogQuery {
+    /// 1 = newest lines.
+    pub page: usize,
+    /// Lines per page (1 to 1000).
+    pub page_size: usize,
+    /// Only lines at this level or more severe.
+    pub min_level: Option<&'static str>,
+}
+
+/// The legacy admin KV endpoint's operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminKv {
+    /// `{"action":"get","key":K}`.
+    Get(String),
+    /// `{"action":"set","key":K,"value":V}`.
+    Set(String, String),
+    /// `{"action":"delete","key":K}`.
+    Delete(String),
+    /// `{"action":"list","prefix":P}` (Toru's addition): the keys.
+    List(String),
+}
+
+/// Summary for `GET /api/status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusView {
+    /// The instance id.
+    pub instance_id: String,
+    /// torud's version.
+    pub version: String,
+    /// Seconds since torud started.
+    pub uptime_seconds: u64,
+    /// What torud serves on.
+    pub listeners: Vec<String>,
+    /// Plugins by state.
+    pub plugins: std::collections::BTreeMap<String, usize>,
+}
+
+/// Everything that can go wrong answering an API request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong token (401).
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// No such plugin, route or path (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Method not allowed (405); the allowed methods.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    /// Body too large (413).
+    #[error("request body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The plugin broke the connection or answered nonsense (502).
+    #[error("{0}")]
+    BadGateway(String),
+    /// The plugin is not running (503); seconds to wait, when known.
+    #[error("{message}")]
+    Unavailable {
+        /// Why.
+        message: String,
+        /// For `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// The plugin did not answer in time (504).
+    #[error("plugin did not answer within {0:?}")]
+    Timeout(Duration),
+    /// torud itself failed (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status for this error: the only mapping in torud.
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Self::BadRequest(_) => S::BAD_REQUEST,
+            Self::Unauthorized => S::UNAUTHORIZED,
+            Self::NotFound(_) => S::NOT_FOUND,
+            Self::MethodNotAllowed(_) => S::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => S::PAYLOAD_TOO_LARGE,
+            Self::BadGateway(_) => S::BAD_GATEWAY,
+            Self::Unavailable { .. } => S::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => S::GATEWAY_TIMEOUT,
+            Self::Internal(_) => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// What the gateway needs from the rest of torud. Implemented by the plugin
+/// manager; tests of the gateway may implement it with fixed answers.
+pub trait Backend: Send + Sync + 'static {
+    /// The instance id.
+    fn instance_id(&self) -> String;
+    /// `GET /api/status`.
+    fn status(&self) -> StatusView;
+    /// Every discovered plugin, valid or not, by id.
+    fn plugins(&self) -> Vec<PluginView>;
+    /// One plugin.
+    fn plugin(&self, id: &str) -> Result<PluginView, ApiError>;
+    /// Enables (and clears `failed`), persisted; starts it.
+    fn enable(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Disables, persisted; stops it.
+    fn disable(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Stops and starts it again.
+    fn restart(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Recent log lines.
+    fn logs(&self, id: &str, query: &LogQuery) -> Result<LogPage, ApiError>;
+    /// Recent events as JSON objects, newest last.
+    fn events(
+        &self,
+        plugin: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<serde_json::Value>, ApiError>> + Send;
+    /// The legacy admin KV endpoint, on the plugin's own storage.
+    /// Returns the JSON to answer: `{"value": V|null}` (or `{"keys": [...]}` for list).
+    fn kv(
+        &self,
+        id: &str,
+        op: AdminKv,
+    ) -> impl Future<Output = Result<serde_json::Value, ApiError>> + Send;
+    /// Forwards `request` (path below the route, query kept) to the
+    /// plugin whose route is `/{route}`.
+    fn forward(
+        &self,
+        route: &str,
+        request: HttpRequest,
+    ) -> impl Future<Output = Result<HttpResponse, ApiError>> + Send;
+    /// Asks plugin `id` for its `/bundle.js`.
+    fn bundle(&self, id: &str) -> impl Future<Output = Result<HttpResponse, ApiError>> + Send;
+    /// Prometheus text exposition.
+    fn metrics(&self) -> String;
+    /// Records one answered request for the metrics.
+    fn observe(&self, plugin: Option<&str>, status: u16, elapsed: Duration);
+}

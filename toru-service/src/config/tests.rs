@@ -1,0 +1,146 @@
+use super::*;
+
+fn no_env() -> SystemdDirs {
+    SystemdDirs::default()
+}
+
+#[test]
+fn an_empty_file_gives_the_documented_defaults() {
+    let s = parse("", &no_env()).unwrap();
+    assert_eq!(
+        s.listen,
+        vec![
+            ListenAddr::Tcp("127.0.0.1:7070".parse().unwrap()),
+            ListenAddr::Unix("/run/toru/toru.sock".into())
+        ]
+    );
+    assert_eq!(s.state_dir, Path::new("/var/lib/toru"));
+    assert_eq!(s.runtime_dir, Path::new("/run/toru"));
+    assert_eq!(s.admin_token_file, Path::new("/var/lib/toru/admin.token"));
+    assert_eq!(s.plugin_dirs.len(), 2);
+    assert_eq!(s.request_timeout, Duration::from_secs(30));
+    assert!(s.restart.backoff_initial < Duration::from_secs(1));
+}
+
+#[test]
+fn every_contract_key_is_read() {
+    let text = r#"
+        listen = ["127.0.0.1:9000", "[::1]:9001", "unix:/tmp/t.sock"]
+        state_dir = "/srv/state"
+        runtime_dir = "/srv/run"
+        plugin_dirs = ["/opt/plugins"]
+        request_timeout = "250ms"
+        admin_token_file = "/etc/toru/token"
+        shutdown_timeout = "5m"
+        max_body_bytes = 1024
+        max_connections = 10
+
+        [restart]
+        backoff_initial = "100ms"
+        backoff_max = "2s"
+        max_failures = 3
+        failure_window = "30s"
+
+        [health]
+        ping_interval = "1s"
+
+        [plugins.hello.config]
+        greeting = "hi"
+        nested = { n = 1, list = [true] }
+    "#;
+    let s = parse(text, &no_env()).unwrap();
+    assert_eq!(s.listen.len(), 3);
+    assert_eq!(s.listen[2], ListenAddr::Unix("/tmp/t.sock".into()));
+    assert_eq!(s.state_dir, Path::new("/srv/state"));
+    assert_eq!(s.admin_token_file, Path::new("/etc/toru/token"));
+    assert_eq!(s.request_timeout, Duration::from_millis(250));
+    assert_eq!(s.shutdown_timeout, Duration::from_secs(300));
+    assert_eq!(s.restart.max_failures, 3);
+    assert_eq!(s.health.ping_interval, Duration::from_secs(1));
+    let config = &s.plugins["hello"].config;
+    assert_eq!(config["greeting"], "hi");
+    assert_eq!(config["nested"]["list"][0], true);
+}
+
+#[test]
+fn every_unknown_key_is_an_error_and_all_are_listed() {
+    let text =
+        "lisen = []\nstate_dir = \"/x\"\n[restart]\nbackof = \"1s\"\n[plugins.a]\nconfg = {}\n";
+    let err = parse(text, &no_env()).unwrap_err();
+    let all = err.problems.join("\n");
+    for key in ["lisen", "restart.backof", "plugins.a.confg"] {
+        assert!(all.contains(key), "{key} missing from: {all}");
+    }
+    assert_eq!(err.problems.len(), 3, "{all}");
+}
+
+#[test]
+fn every_bad_value_is_listed_with_its_key() {
+    let text = r#"
+        listen = ["localhost", "unix:"]
+        request_timeout = "soon"
+        shutdown_timeout = "0s"
+        max_body_bytes = 0
+        [restart]
+        max_failures = 0
+        backoff_initial = "1m"
+        backoff_max = "1s"
+        [plugins."bad id"]
+    "#;
+    let err = parse(text, &no_env()).unwrap_err();
+    let all = err.problems.join("\n");
+    for needle in [
+        "\"localhost\"",
+        "\"unix:\"",
+        "request_timeout",
+        "shutdown_timeout",
+        "max_body_bytes",
+        "max_failures",
+        "backoff_initial",
+        "plugins.bad id",
+    ] {
+        assert!(all.contains(needle), "{needle} missing from:\n{all}");
+    }
+    assert!(err.problems.len() >= 8, "{all}");
+}
+
+#[test]
+fn wrong_types_and_broken_toml_are_reported() {
+    let err = parse("max_connections = \"many\"", &no_env()).unwrap_err();
+    assert!(err.to_string().contains("max_connections"), "{err}");
+    let err = parse("listen = [", &no_env()).unwrap_err();
+    assert!(err.to_string().contains("TOML"), "{err}");
+}
+
+#[test]
+fn systemd_directories_are_the_defaults_when_set() {
+    let dirs = SystemdDirs {
+        state: Some("/var/lib/toru-sd".into()),
+        runtime: Some("/run/toru-sd".into()),
+    };
+    let s = parse("", &dirs).unwrap();
+    assert_eq!(s.state_dir, Path::new("/var/lib/toru-sd"));
+    assert_eq!(
+        s.listen[1],
+        ListenAddr::Unix("/run/toru-sd/toru.sock".into())
+    );
+    // The file still wins over systemd.
+    let s = parse("state_dir = \"/elsewhere\"", &dirs).unwrap();
+    assert_eq!(s.state_dir, Path::new("/elsewhere"));
+}
+
+#[test]
+fn a_named_file_must_exist_and_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let err = load(Some(&missing), &no_env()).unwrap_err();
+    assert!(err.to_string().contains("nope.toml"), "{err}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "bogus = 1\n").unwrap();
+    let err = load(Some(&bad), &no_env()).unwrap_err();
+    assert!(
+        err.to_string().contains("bad.toml: unknown key `bogus`"),
+        "{err}"
+    );
+}

@@ -1,0 +1,235 @@
+//! The running daemon as the HTTP gateway sees it: [`Backend`] over the
+//! plugin manager, the store and the metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use toru_plugin_api::host::validate_key;
+use toru_plugin_api::protocol::v2::Limits;
+use toru_plugin_api::{HttpRequest, HttpResponse};
+
+use crate::api::{AdminKv, ApiError, Backend, LogPage, LogQuery, PluginView, StatusView};
+use crate::metrics::Metrics;
+use crate::plugins::Manager;
+use crate::plugins::handle::{PluginHandle, State};
+use crate::plugins::supervisor::Command;
+use crate::store::Store;
+
+/// Most keys the admin KV endpoint lists at once.
+const ADMIN_LIST_LIMIT: usize = 10_000;
+
+/// torud, seen from its API.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The plugins.
+    pub manager: Arc<Manager>,
+    /// The database.
+    pub store: Arc<Store>,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// What torud serves on, for `/api/status`.
+    pub listeners: Vec<String>,
+    started: Instant,
+}
+
+impl Daemon {
+    /// Puts the parts together.
+    pub fn new(manager: Arc<Manager>, store: Arc<Store>, listeners: Vec<String>) -> Self {
+        Self {
+            manager,
+            store,
+            metrics: Metrics::new(),
+            listeners,
+            started: Instant::now(),
+        }
+    }
+
+    fn find(&self, id: &str) -> Result<Arc<PluginHandle>, ApiError> {
+        self.manager
+            .find(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no plugin {id:?}")))
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.manager.context().settings.request_timeout
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(format!("storage: {e}")))
+    }
+}
+
+/// Forwards to `plugin` if it runs, or says why it cannot.
+async fn forward_to(
+    plugin: &PluginHandle,
+    request: HttpRequest,
+    timeout: Duration,
+) -> Result<HttpResponse, ApiError> {
+    match plugin.link() {
+        Some(link) => link.forward(request, timeout).await,
+        None => Err(match plugin.state() {
+            State::Disabled | State::Invalid => ApiError::NotFound(format!(
+                "plugin {} is {}",
+                plugin.id,
+                plugin.state().as_str()
+            )),
+            state => ApiError::Unavailable {
+                message: format!("plugin {} is not running ({})", plugin.id, state.as_str()),
+                retry_after: plugin.retry_after(),
+            },
+        }),
+    }
+}
+
+impl Backend for Daemon {
+    fn instance_id(&self) -> String {
+        self.store.instance_id().to_string()
+    }
+
+    fn status(&self) -> StatusView {
+        let mut plugins = std::collections::BTreeMap::new();
+        for plugin in self.manager.list() {
+            *plugins
+                .entry(plugin.state().as_str().to_owned())
+                .or_insert(0) += 1;
+        }
+        StatusView {
+            instance_id: self.instance_id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            listeners: self.listeners.clone(),
+            plugins,
+        }
+    }
+
+    fn plugins(&self) -> Vec<PluginView> {
+        self.manager.list().iter().map(|p| p.view()).collect()
+    }
+
+    fn plugin(&self, id: &str) -> Result<PluginView, ApiError> {
+        self.find(id).map(|p| p.view())
+    }
+
+    async fn enable(&self, id: &str) -> Result<(), ApiError> {
+        self.find(id)?.command(Command::Enable).await
+    }
+
+    async fn disable(&self, id: &str) -> Result<(), ApiError> {
+        self.find(id)?.command(Command::Disable).await
+    }
+
+    async fn restart(&self, id: &str) -> Result<(), ApiError> {
+        self.find(id)?.command(Command::Restart).await
+    }
+
+    fn logs(&self, id: &str, query: &LogQuery) -> Result<LogPage, ApiError> {
+        Ok(self.find(id)?.logs.page(query))
+    }
+
+    async fn events(
+        &self,
+        plugin: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, ApiError> {
+        let plugin = plugin.map(str::to_owned);
+        let events = self
+            .blocking(move |s| s.events(plugin.as_deref(), limit))
+            .await?;
+        events
+            .iter()
+            .map(|e| serde_json::to_value(e).map_err(|e| ApiError::Internal(e.to_string())))
+            .collect()
+    }
+
+    async fn kv(&self, id: &str, op: AdminKv) -> Result<serde_json::Value, ApiError> {
+        let plugin = self.find(id)?;
+        if plugin.metadata.is_none() {
+            return Err(ApiError::NotFound(format!(
+                "plugin {id:?} is invalid and has no storage"
+            )));
+        }
+        let limits = Limits::default();
+        let check =
+            |key: &str| validate_key(key, &limits).map_err(|e| ApiError::BadRequest(e.message));
+        let id = plugin.id.clone();
+        match op {
+            AdminKv::Get(key) => {
+                check(&key)?;
+                let value = self.blocking(move |s| s.kv_get(&id, &key)).await?;
+                Ok(value_json(value))
+            }
+            AdminKv::Set(key, value) => {
+                check(&key)?;
+                if value.len() > limits.max_value_len as usize {
+                    return Err(ApiError::BadRequest(format!(
+                        "value of {} bytes exceeds the limit of {} bytes",
+                        value.len(),
+                        limits.max_value_len
+                    )));
+                }
+                let stored = value.clone();
+                self.blocking(move |s| s.kv_set(&id, &key, stored.as_bytes()))
+                    .await?;
+                Ok(serde_json::json!({ "value": value }))
+            }
+            AdminKv::Delete(key) => {
+                check(&key)?;
+                let existed = self.blocking(move |s| s.kv_delete(&id, &key)).await?;
+                Ok(serde_json::json!({ "value": null, "existed": existed }))
+            }
+            AdminKv::List(prefix) => {
+                let (keys, more) = self
+                    .blocking(move |s| s.kv_list(&id, &prefix, None, ADMIN_LIST_LIMIT))
+                    .await?;
+                Ok(serde_json::json!({ "keys": keys, "truncated": more.is_some() }))
+            }
+        }
+    }
+
+    async fn forward(&self, route: &str, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+        let plugin = self
+            .manager
+            .by_route(&format!("/{route}"))
+            .ok_or_else(|| ApiError::NotFound(format!("no plugin serves the route /{route}")))?;
+        forward_to(&plugin, request, self.request_timeout()).await
+    }
+
+    async fn bundle(&self, id: &str) -> Result<HttpResponse, ApiError> {
+        let plugin = self.find(id)?;
+        forward_to(
+            &plugin,
+            HttpRequest::new("GET", "/bundle.js"),
+            self.request_timeout(),
+        )
+        .await
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.render(&self.plugins())
+    }
+
+    fn observe(&self, plugin: Option<&str>, status: u16, elapsed: Duration) {
+        self.metrics.observe(plugin, status, elapsed);
+    }
+}
+
+/// `{"value": text}`; a value that is not UTF-8 comes as hex with `"encoding": "hex"`.
+fn value_json(value: Option<Vec<u8>>) -> serde_json::Value {
+    match value {
+        None => serde_json::json!({ "value": null }),
+        Some(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => serde_json::json!({ "value": text }),
+            Err(e) => {
+                let hex: String = e.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                serde_json::json!({ "value": hex, "encoding": "hex" })
+            }
+        },
+    }
+}

@@ -1,0 +1,56 @@
+//! The HTTP gateway: torud's API on every listener (TCP and Unix), served
+//! with hyper over HTTP/1.1 and HTTP/2.
+//!
+//! The gateway knows HTTP and nothing else: every answer comes from the
+//! [`Backend`](crate::api::Backend), and every failure becomes a status in
+//! [`ApiError::status`](crate::api::ApiError::status), rendered by `respond`.
+//!
+//! # Routes
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | `/api/health` | `{"status":"ok"}`, never needs the token |
+//! | GET | `/api/instance` | `{"instance_id": ..}` |
+//! | GET | `/api/status` | [`StatusView`](crate::api::StatusView) |
+//! | GET | `/api/plugins` | `[PluginView, ..]` |
+//! | GET | `/api/plugins/{id}` | [`PluginView`](crate::api::PluginView) |
+//! | POST | `/api/plugins/{id}/enable`, `/disable`, `/restart` | `{"success": true}` |
+//! | GET | `/api/plugins/{id}/logs?page=&page_size=&level=` | [`LogPage`](crate::api::LogPage) |
+//! | GET | `/api/events?plugin=&limit=` | `{"events": [..]}` |
+//! | POST | `/api/plugins/{id}/kv` | what the backend answers, `{"value": ..}` |
+//! | GET | `/api/plugins/{id}/bundle.js` | the plugin's script, `Cache-Control: no-store` |
+//! | any | `/api/plugins/route/{route}/{rest}` | forwarded to the plugin as `/{rest}?query` |
+//! | GET | `/metrics` | Prometheus text |
+//!
+//! GET routes answer HEAD too. Over TCP, every `/api/*` path but
+//! `/api/health`, and `/metrics`, needs `Authorization: Bearer <token>`;
+//! over a Unix socket the file's mode is the access control.
+//!
+//! # Layout
+//!
+//! `server` accepts and drives connections; `routes` matches a request to an
+//! endpoint and calls the backend; the other modules are the pieces `routes`
+//! uses.
+
+/// The admin token: its file, and the constant-time check.
+mod auth;
+/// Reading request bodies under the size limit.
+mod body;
+/// Forwarding to plugins: the request a plugin sees, the answer the client sees.
+mod forward;
+/// The legacy admin KV body.
+mod kv;
+/// Query strings of `/logs` and `/events`.
+mod query;
+/// `ApiError` and values as HTTP responses: the only place errors are rendered.
+mod respond;
+/// Routing and the handlers.
+mod routes;
+/// Listeners, connections, limits and graceful shutdown.
+mod server;
+/// Tests against real listeners.
+#[cfg(test)]
+mod tests;
+
+pub use auth::AdminToken;
+pub use server::{HttpOptions, Listener, serve};

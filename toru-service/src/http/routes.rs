@@ -1,0 +1,307 @@
+//! Which endpoint a request is for, whether it may ask, and the handlers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::auth::AdminToken;
+use super::respond::{self, Body};
+use super::{body, forward, kv, query};
+use crate::api::{ApiError, Backend};
+
+/// What a connection arrived on: only TCP clients must present the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// Anyone who can reach the port.
+    Tcp,
+    /// Whoever the socket file's mode lets in.
+    Unix,
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub(crate) struct Gateway<B> {
+    backend: Arc<B>,
+    token: Arc<AdminToken>,
+    max_body_bytes: usize,
+}
+
+/// A plugin operation without a body.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Enable,
+    Disable,
+    Restart,
+}
+
+/// A known path, with the plugin id or route taken from it.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint<'a> {
+    Health,
+    Instance,
+    Status,
+    Plugins,
+    Events,
+    Metrics,
+    Plugin(&'a str),
+    Action(&'a str, Action),
+    Logs(&'a str),
+    Kv(&'a str),
+    Bundle(&'a str),
+    /// `rest` starts with `/`.
+    Forward {
+        route: &'a str,
+        rest: &'a str,
+    },
+}
+
+/// `Allow` of the read-only endpoints.
+const GET: &str = "GET, HEAD";
+/// `Allow` of the endpoints that change something.
+const POST: &str = "POST";
+
+impl<'a> Endpoint<'a> {
+    /// The endpoint of `path`, matched on raw (not percent-decoded) segments;
+    /// `None` for an unknown path or an id outside `[A-Za-z0-9._-]`.
+    fn parse(path: &'a str) -> Option<Self> {
+        if path == "/metrics" {
+            return Some(Self::Metrics);
+        }
+        let api = path.strip_prefix("/api/")?;
+        if let Some(target) = api.strip_prefix("plugins/route/") {
+            let (route, rest) = match target.find('/') {
+                Some(slash) => target.split_at(slash),
+                None => (target, "/"),
+            };
+            return is_name(route).then_some(Self::Forward { route, rest });
+        }
+        let segments: Vec<&str> = api.split('/').collect();
+        let endpoint = match segments.as_slice() {
+            ["health"] => Self::Health,
+            ["instance"] => Self::Instance,
+            ["status"] => Self::Status,
+            ["events"] => Self::Events,
+            ["plugins"] => Self::Plugins,
+            ["plugins", id] => Self::Plugin(id),
+            ["plugins", id, "enable"] => Self::Action(id, Action::Enable),
+            ["plugins", id, "disable"] => Self::Action(id, Action::Disable),
+            ["plugins", id, "restart"] => Self::Action(id, Action::Restart),
+            ["plugins", id, "logs"] => Self::Logs(id),
+            ["plugins", id, "kv"] => Self::Kv(id),
+            ["plugins", id, "bundle.js"] => Self::Bundle(id),
+            _ => return None,
+        };
+        endpoint.subject().is_none_or(is_name).then_some(endpoint)
+    }
+
+    /// The methods it answers; `None` for any.
+    fn allowed(self) -> Option<&'static str> {
+        match self {
+            Self::Action(..) | Self::Kv(_) => Some(POST),
+            Self::Forward { .. } => None,
+            _ => Some(GET),
+        }
+    }
+
+    /// The plugin id or route it is about, for the metrics.
+    fn subject(self) -> Option<&'a str> {
+        match self {
+            Self::Plugin(id)
+            | Self::Action(id, _)
+            | Self::Logs(id)
+            | Self::Kv(id)
+            | Self::Bundle(id)
+            | Self::Forward { route: id, .. } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `s` can be a plugin id or route segment: `[A-Za-z0-9._-]+`, not `.` or `..`.
+pub(crate) fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether a TCP client must present the token for `path`.
+fn needs_token(path: &str) -> bool {
+    path == "/metrics" || (path.starts_with("/api/") && path != "/api/health")
+}
+
+impl<B: Backend> Gateway<B> {
+    /// The gateway over `backend`.
+    pub(crate) fn new(backend: Arc<B>, token: Arc<AdminToken>, max_body_bytes: usize) -> Self {
+        Self {
+            backend,
+            token,
+            max_body_bytes,
+        }
+    }
+
+    /// Answers one request and reports it to [`Backend::observe`].
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        transport: Transport,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let started = Instant::now();
+        // The path only: a query string may carry what a plugin considers secret.
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let (response, subject) = self.answer(transport, request).await;
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        tracing::debug!(%method, path, status, ?elapsed, ?transport, "answered");
+        self.backend.observe(subject.as_deref(), status, elapsed);
+        Ok(response)
+    }
+
+    /// The response, and the plugin it was about when the backend knew it
+    /// (unknown names stay out of the metrics, so clients cannot mint labels).
+    async fn answer(
+        &self,
+        transport: Transport,
+        request: Request<Incoming>,
+    ) -> (Response<Body>, Option<String>) {
+        let path = request.uri().path().to_owned();
+        // The token comes before routing: without it, a client learns nothing,
+        // not even which paths exist.
+        if transport == Transport::Tcp
+            && needs_token(&path)
+            && !self.token.verify(request.headers().get(AUTHORIZATION))
+        {
+            return (respond::error(&ApiError::Unauthorized), None);
+        }
+        let Some(endpoint) = Endpoint::parse(&path) else {
+            let err = ApiError::NotFound(format!("no such path: {path}"));
+            return (respond::error(&err), None);
+        };
+        if let Some(allow) = endpoint.allowed() {
+            let method = request.method();
+            let fits = allow.split(", ").any(|m| m == method.as_str());
+            if !fits {
+                return (respond::error(&ApiError::MethodNotAllowed(allow)), None);
+            }
+        }
+        let subject = endpoint.subject().map(str::to_owned);
+        match self.dispatch(endpoint, request).await {
+            Ok(response) => (response, subject),
+            Err(err @ ApiError::NotFound(_)) => (respond::error(&err), None),
+            Err(err) => (respond::error(&err), subject),
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        endpoint: Endpoint<'_>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let backend = &*self.backend;
+        Ok(match endpoint {
+            Endpoint::Health => respond::ok(&serde_json::json!({ "status": "ok" })),
+            Endpoint::Instance => {
+                respond::ok(&serde_json::json!({ "instance_id": backend.instance_id() }))
+            }
+            Endpoint::Status => respond::ok(&backend.status()),
+            Endpoint::Plugins => respond::ok(&backend.plugins()),
+            Endpoint::Plugin(id) => respond::ok(&backend.plugin(id)?),
+            Endpoint::Action(id, action) => {
+                match action {
+                    Action::Enable => backend.enable(id).await?,
+                    Action::Disable => backend.disable(id).await?,
+                    Action::Restart => backend.restart(id).await?,
+                }
+                respond::ok(&serde_json::json!({ "success": true }))
+            }
+            Endpoint::Logs(id) => {
+                let query = query::logs(request.uri().query())?;
+                respond::ok(&backend.logs(id, &query)?)
+            }
+            Endpoint::Events => {
+                let (plugin, limit) = query::events(request.uri().query())?;
+                let events = backend.events(plugin.as_deref(), limit).await?;
+                respond::ok(&serde_json::json!({ "events": events }))
+            }
+            Endpoint::Kv(id) => {
+                let (parts, body) = request.into_parts();
+                let body = body::read(body, &parts.headers, self.max_body_bytes).await?;
+                respond::ok(&backend.kv(id, kv::parse(&body)?).await?)
+            }
+            Endpoint::Bundle(id) => forward::bundle_response(backend.bundle(id).await?)?,
+            Endpoint::Forward { route, rest } => {
+                let (parts, body) = request.into_parts();
+                let body = body::read(body, &parts.headers, self.max_body_bytes).await?;
+                let request = forward::plugin_request(&parts, rest, body);
+                forward::client_response(backend.forward(route, request).await?)?
+            }
+            Endpoint::Metrics => respond::metrics(backend.metrics()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_endpoints() {
+        assert!(matches!(
+            Endpoint::parse("/api/health"),
+            Some(Endpoint::Health)
+        ));
+        assert!(matches!(
+            Endpoint::parse("/metrics"),
+            Some(Endpoint::Metrics)
+        ));
+        assert!(matches!(
+            Endpoint::parse("/api/plugins/a.b_c-1"),
+            Some(Endpoint::Plugin("a.b_c-1"))
+        ));
+        assert!(matches!(
+            Endpoint::parse("/api/plugins/route/hello"),
+            Some(Endpoint::Forward {
+                route: "hello",
+                rest: "/"
+            })
+        ));
+        assert!(matches!(
+            Endpoint::parse("/api/plugins/route/hello/a/%2F/b"),
+            Some(Endpoint::Forward {
+                route: "hello",
+                rest: "/a/%2F/b"
+            })
+        ));
+        for unknown in [
+            "/",
+            "/api",
+            "/api/",
+            "/api/health/",
+            "/api/plugins/",
+            "/api/plugins/a%20b",
+            "/api/plugins/../kv",
+            "/api/plugins/x/y",
+            "/api/plugins/route/",
+            "/api/plugins/route//x",
+            "/api/plugins/route/a%2Fb/x",
+            "/metrics/",
+        ] {
+            assert!(Endpoint::parse(unknown).is_none(), "{unknown}");
+        }
+    }
+
+    #[test]
+    fn token_needed_everywhere_but_health() {
+        assert!(!needs_token("/api/health"));
+        assert!(!needs_token("/"));
+        assert!(needs_token("/api/health/"));
+        assert!(needs_token("/api/nope"));
+        assert!(needs_token("/metrics"));
+    }
+}

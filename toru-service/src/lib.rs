@@ -1,0 +1,251 @@
+//! # torud
+//!
+//! The Toru daemon: discovers plugin executables, runs each under a
+//! supervisor that restarts it with backoff, forwards HTTP requests to them
+//! (protocol 2 multiplexed, protocol 1 for legacy plugins), keeps the
+//! instance identity and each plugin's key-value data in redb, and serves
+//! the admin API.
+//!
+//! ```text
+//!  clients ──HTTP──▶ http (hyper) ──Backend──▶ daemon ──▶ plugins::Manager
+//!                                                 │          │ one supervisor per plugin
+//!                                                 ▼          ▼
+//!                                               store ◀── plugin KV calls (protocol 2)
+//! ```
+//!
+//! # Layout
+//!
+//! * [`config`] — `toru.toml` into validated [`Settings`].
+//! * [`store`] — redb: instance id, plugin KV, plugin state, events.
+//! * [`plugins`] — discovery, supervision, processes, links, logs.
+//! * [`http`] — the hyper server, routes, auth.
+//! * [`api`] — the seam between `http` and the rest; errors → statuses.
+//! * [`daemon`] — [`api::Backend`] over manager, store and metrics.
+//! * [`metrics`] — Prometheus exposition.
+//! * [`listen`] — binding the configured listeners.
+
+#![forbid(unsafe_code)]
+
+/// The gateway's view of torud, and the error → status mapping.
+pub mod api;
+/// `toru.toml`.
+pub mod config;
+/// `Backend` over the running parts.
+pub mod daemon;
+/// The HTTP server.
+pub mod http;
+/// Binding listeners from the configuration.
+pub mod listen;
+/// Logging to stderr.
+pub mod logging;
+/// `/metrics`.
+pub mod metrics;
+/// Plugins: discovery, supervision, connections, logs.
+pub mod plugins;
+/// The redb store.
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+pub use config::Settings;
+use daemon::Daemon;
+use http::{AdminToken, HttpOptions, Listener};
+use plugins::{Context, Manager};
+use store::{Event, EventKind, Store};
+
+/// Why torud could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state directory or database is unusable.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The admin token file cannot be read or created.
+    #[error("admin token {path}: {source}")]
+    Token {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A listener cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runtime directory cannot be prepared.
+    #[error("runtime directory {path}: {source}")]
+    RuntimeDir {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    /// A task of torud's panicked.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Notifications about torud's life, for a service manager (systemd).
+pub trait Lifecycle: Send + Sync + 'static {
+    /// Storage open, listeners serving, every enabled plugin started or failed.
+    fn ready(&self, status: &str) {
+        let _ = status;
+    }
+    /// Shutdown began.
+    fn stopping(&self) {}
+}
+
+/// No service manager to tell.
+#[derive(Debug, Default)]
+pub struct NoLifecycle;
+
+impl Lifecycle for NoLifecycle {}
+
+/// Runs torud on `listeners` until `shutdown` resolves, then stops taking
+/// requests, lets in-flight ones finish (`shutdown_timeout`), stops every
+/// plugin, and returns.
+pub async fn run(
+    settings: Settings,
+    listeners: Vec<Listener>,
+    shutdown: impl Future<Output = ()> + Send,
+    lifecycle: Arc<dyn Lifecycle>,
+) -> Result<(), Error> {
+    let settings = Arc::new(settings);
+    let state_dir = settings.state_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&state_dir))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let store = Arc::new(store);
+    let token =
+        AdminToken::load_or_create(&settings.admin_token_file).map_err(|source| Error::Token {
+            path: settings.admin_token_file.clone(),
+            source,
+        })?;
+    prepare_runtime_dir(&settings.runtime_dir)?;
+    let instance_id = store.instance_id().to_string();
+    info!(%instance_id, state_dir = %settings.state_dir.display(), "store open");
+    record(
+        &store,
+        Event::new(
+            None,
+            EventKind::DaemonStarted,
+            format!("torud {}", env!("CARGO_PKG_VERSION")),
+        ),
+    );
+
+    let ctx = Arc::new(Context {
+        settings: settings.clone(),
+        store: store.clone(),
+        instance_id,
+    });
+    let manager = Manager::new(ctx);
+    let found =
+        plugins::discovery::discover(&settings.plugin_dirs, settings.health.metadata_timeout).await;
+    info!(found = found.len(), "plugins discovered");
+    manager.load(found);
+
+    let names = listeners.iter().map(listen::describe).collect();
+    let daemon = Arc::new(Daemon::new(manager.clone(), store.clone(), names));
+    let options = HttpOptions {
+        max_body_bytes: settings.max_body_bytes,
+        max_header_bytes: settings.max_header_bytes,
+        header_read_timeout: settings.header_read_timeout,
+        max_connections: settings.max_connections,
+        grace: settings.shutdown_timeout,
+    };
+    let stop_http = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(http::serve(
+        listeners,
+        daemon.clone(),
+        Arc::new(token),
+        options,
+        stop_http.clone().cancelled_owned(),
+    ));
+
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = manager.settled() => {
+            let status = status_line(&daemon);
+            info!(%status, "ready");
+            lifecycle.ready(&status);
+            (&mut shutdown).await;
+        }
+        () = &mut shutdown => {}
+    }
+
+    info!("stopping: finishing requests in flight");
+    lifecycle.stopping();
+    stop_http.cancel();
+    let served = server.await;
+    manager
+        .shutdown(settings.shutdown_timeout + std::time::Duration::from_secs(5))
+        .await;
+    record(
+        &store,
+        Event::new(None, EventKind::DaemonStopped, "stopped"),
+    );
+    info!("stopped");
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Http(e)),
+        Err(e) => Err(Error::Internal(e.to_string())),
+    }
+}
+
+/// "serving 3/4 plugins; hello-py in backoff".
+pub fn status_line(daemon: &Daemon) -> String {
+    let plugins = daemon.manager.list();
+    let valid: Vec<_> = plugins.iter().filter(|p| p.metadata.is_some()).collect();
+    let running = valid
+        .iter()
+        .filter(|p| p.state() == plugins::handle::State::Running)
+        .count();
+    let mut line = format!("serving {running}/{} plugins", valid.len());
+    for plugin in &plugins {
+        let state = plugin.state();
+        if !matches!(
+            state,
+            plugins::handle::State::Running | plugins::handle::State::Disabled
+        ) {
+            line.push_str(&format!("; {} {}", plugin.id, state.as_str()));
+        }
+    }
+    line
+}
+
+fn record(store: &Store, event: Event) {
+    if let Err(e) = store.record_event(&event) {
+        warn!(error = %e, "cannot record event");
+    }
+}
+
+/// The runtime directory exists; plugin sockets get a private folder in it.
+fn prepare_runtime_dir(dir: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |source| Error::RuntimeDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(err)?;
+    let sockets = dir.join("plugins");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&sockets)
+        .map_err(err)?;
+    std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! `/metrics`: Prometheus text exposition, through `prometheus-client`.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::api::PluginView;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    plugin: String,
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    plugin: String,
+    state: String,
+}
+
+/// torud's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<PluginLabels, Histogram>,
+    restarts: Family<PluginLabels, Gauge>,
+    state: Family<StateLabels, Gauge>,
+    resident: Gauge,
+    open_fds: Gauge,
+    uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
+    started: Instant,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~26 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 19,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("toru");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<PluginLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let restarts = Family::<PluginLabels, Gauge>::default();
+        let state = Family::<StateLabels, Gauge>::default();
+        let resident = Gauge::default();
+        let open_fds = Gauge::default();
+        let uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "http_requests",
+            "Answered HTTP requests by plugin (or `api`) and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer HTTP requests, by plugin (or `api`)",
+            latency.clone(),
+        );
+        registry.register(
+            "plugin_restarts",
+            "Restarts of each plugin since torud started",
+            restarts.clone(),
+        );
+        registry.register(
+            "plugin_state",
+            "1 for the state each plugin is in",
+            state.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "torud's resident memory",
+            resident.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "torud's open file descriptors",
+            open_fds.clone(),
+        );
+        registry.register(
+            "uptime_seconds",
+            "Seconds since torud started",
+            uptime.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            restarts,
+            state,
+            resident,
+            open_fds,
+            uptime,
+            started: Instant::now(),
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn observe(&self, plugin: Option<&str>, status: u16, elapsed: Duration) {
+        let plugin = plugin.unwrap_or("api").to_owned();
+        let class = format!("{}xx", status / 100);
+        self.requests
+            .get_or_create(&RequestLabels {
+                plugin: plugin.clone(),
+                class,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&PluginLabels { plugin })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The exposition text, with plugin and process figures taken now.
+    pub fn render(&self, plugins: &[PluginView]) -> String {
+        self.state.clear();
+        for plugin in plugins {
+            let labels = PluginLabels {
+                plugin: plugin.id.clone(),
+            };
+            self.restarts
+                .get_or_create(&labels)
+                .set(i64::from(plugin.restarts));
+            self.state
+                .get_or_create(&StateLabels {
+                    plugin: plugin.id.clone(),
+                    state: plugin.state.to_owned(),
+                })
+                .set(1);
+        }
+        if let Some(rss) = resident_bytes() {
+            self.resident.set(rss);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
+        self.uptime.set(self.started.elapsed().as_secs_f64());
+        let mut text = String::new();
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        text
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (pages × page size).
+fn resident_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()?;
+    Some(pages * page)
+}

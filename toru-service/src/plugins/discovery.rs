@@ -1,0 +1,169 @@
+//! Finding plugins: executables directly inside the plugin folders, asked
+//! for their metadata with `PLUGIN --metadata` (bounded in time and output).
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use toru_plugin_api::PluginMetadata;
+use tracing::{debug, warn};
+
+/// The most `--metadata` may print before it is cut off and refused.
+const MAX_METADATA_BYTES: u64 = 64 * 1024;
+
+/// One executable found in a plugin folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovered {
+    /// The executable.
+    pub path: PathBuf,
+    /// Its metadata, or why it cannot be used.
+    pub metadata: Result<PluginMetadata, String>,
+}
+
+impl Discovered {
+    /// The id to list it under: its metadata id, else its file name.
+    pub fn key(&self) -> String {
+        match &self.metadata {
+            Ok(m) => m.id.clone(),
+            Err(_) => self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Every plugin in `dirs`, in folder order then file name order. A plugin
+/// whose id or route is already taken by an earlier one is marked invalid,
+/// naming the one it collides with; a missing folder is skipped.
+pub async fn discover(dirs: &[PathBuf], timeout: Duration) -> Vec<Discovered> {
+    let mut paths = Vec::new();
+    for dir in dirs {
+        paths.extend(executables(dir));
+    }
+    let probes = paths.into_iter().map(|path| async move {
+        let metadata = read_metadata(&path, timeout).await;
+        Discovered { path, metadata }
+    });
+    let mut found = futures_util::future::join_all(probes).await;
+
+    let mut ids: HashMap<String, PathBuf> = HashMap::new();
+    let mut routes: HashMap<String, PathBuf> = HashMap::new();
+    for plugin in &mut found {
+        let Ok(metadata) = &plugin.metadata else {
+            continue;
+        };
+        let collision = if let Some(other) = ids.get(&metadata.id) {
+            Some(format!(
+                "id {:?} is already used by {}",
+                metadata.id,
+                other.display()
+            ))
+        } else {
+            routes.get(&metadata.route).map(|other| {
+                format!(
+                    "route {:?} is already used by {}",
+                    metadata.route,
+                    other.display()
+                )
+            })
+        };
+        match collision {
+            Some(reason) => {
+                warn!(path = %plugin.path.display(), %reason, "plugin not started");
+                plugin.metadata = Err(reason);
+            }
+            None => {
+                ids.insert(metadata.id.clone(), plugin.path.clone());
+                routes.insert(metadata.route.clone(), plugin.path.clone());
+            }
+        }
+    }
+    found
+}
+
+/// Regular executable files directly in `dir` (symlinks followed), hidden
+/// ones left out, sorted by name.
+fn executables(dir: &Path) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(dir = %dir.display(), error = %e, "cannot read plugin folder");
+            }
+            return Vec::new();
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+        .map(|entry| entry.path())
+        .filter(|path| {
+            std::fs::metadata(path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Runs `path --metadata` with a clean environment, no stdin, a time limit
+/// and an output cap, and checks what it prints.
+pub async fn read_metadata(path: &Path, timeout: Duration) -> Result<PluginMetadata, String> {
+    let mut child = tokio::process::Command::new(path)
+        .arg("--metadata")
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LANG", "C.UTF-8")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run --metadata: {e}"))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("cannot read the output of --metadata".to_owned());
+    };
+    let run = async {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let mut stdout = stdout.take(MAX_METADATA_BYTES + 1);
+        let mut stderr = stderr.take(4096);
+        let (read_out, read_err) =
+            tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err),);
+        read_out.map_err(|e| format!("reading --metadata output: {e}"))?;
+        let _ = read_err;
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| format!("waiting for --metadata: {e}"))?;
+        Ok::<_, String>((status, out, err))
+    };
+    let (status, out, err) = match tokio::time::timeout(timeout, run).await {
+        Ok(result) => result?,
+        Err(_) => {
+            super::process::kill_group(child.id());
+            return Err(format!("--metadata did not finish within {timeout:?}"));
+        }
+    };
+    if out.len() as u64 > MAX_METADATA_BYTES {
+        return Err(format!(
+            "--metadata printed more than {MAX_METADATA_BYTES} bytes"
+        ));
+    }
+    if !status.success() {
+        let err = String::from_utf8_lossy(&err);
+        return Err(format!("--metadata exited with {status}: {}", err.trim()));
+    }
+    let metadata: PluginMetadata = serde_json::from_slice(&out)
+        .map_err(|e| format!("--metadata printed no valid metadata JSON: {e}"))?;
+    metadata.validate().map_err(|e| e.to_string())?;
+    debug!(path = %path.display(), id = %metadata.id, protocol = metadata.protocol_version(), "plugin found");
+    Ok(metadata)
+}

@@ -1,0 +1,254 @@
+//! What torud knows of one plugin at any moment: read by the API, written
+//! by the plugin's supervisor. No lock is held across an await or a request.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+use toru_plugin_api::PluginMetadata;
+
+use super::link::PluginLink;
+use super::logs::PluginLogs;
+use super::supervisor::Command;
+use crate::api::{ApiError, PluginView};
+
+/// Where a plugin is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    /// Started, not yet ready.
+    Starting,
+    /// Ready and serving.
+    Running,
+    /// Waiting to be restarted.
+    Backoff,
+    /// Crashed too often; down until enabled again.
+    Failed,
+    /// Stopped with torud.
+    Stopped,
+    /// Disabled by the administrator.
+    Disabled,
+    /// Its metadata is unusable; never started.
+    Invalid,
+}
+
+impl State {
+    /// The name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Backoff => "backoff",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+            Self::Disabled => "disabled",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Status {
+    state: State,
+    error: Option<String>,
+    pid: Option<u32>,
+    restarts: u32,
+    next_attempt: Option<Instant>,
+}
+
+/// One discovered plugin.
+#[derive(Debug)]
+pub struct PluginHandle {
+    /// Metadata id (file name when invalid).
+    pub id: String,
+    /// The executable.
+    pub path: PathBuf,
+    /// Its metadata, when valid.
+    pub metadata: Option<PluginMetadata>,
+    /// Protocol version spoken.
+    pub protocol: u32,
+    /// Where it listens.
+    pub socket: PathBuf,
+    /// Its recent output.
+    pub logs: Arc<PluginLogs>,
+    status: Mutex<Status>,
+    link: RwLock<Option<Arc<PluginLink>>>,
+    settled: watch::Sender<bool>,
+    commands: Option<mpsc::Sender<Command>>,
+}
+
+impl PluginHandle {
+    /// A plugin with usable metadata, driven through `commands`.
+    pub fn valid(
+        metadata: PluginMetadata,
+        path: PathBuf,
+        socket: PathBuf,
+        commands: mpsc::Sender<Command>,
+    ) -> Self {
+        let id = metadata.id.clone();
+        Self {
+            protocol: metadata.protocol_version(),
+            logs: PluginLogs::new(&id),
+            id,
+            path,
+            metadata: Some(metadata),
+            socket,
+            status: Mutex::new(Status {
+                state: State::Starting,
+                error: None,
+                pid: None,
+                restarts: 0,
+                next_attempt: None,
+            }),
+            link: RwLock::new(None),
+            settled: watch::Sender::new(false),
+            commands: Some(commands),
+        }
+    }
+
+    /// A plugin listed but never started, with the reason.
+    pub fn invalid(id: String, path: PathBuf, reason: String) -> Self {
+        Self {
+            logs: PluginLogs::new(&id),
+            id,
+            path,
+            metadata: None,
+            protocol: 1,
+            socket: PathBuf::new(),
+            status: Mutex::new(Status {
+                state: State::Invalid,
+                error: Some(reason),
+                pid: None,
+                restarts: 0,
+                next_attempt: None,
+            }),
+            link: RwLock::new(None),
+            settled: watch::Sender::new(true),
+            commands: None,
+        }
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.status().state
+    }
+
+    /// Moves to `state`; `error` is shown for `failed`.
+    pub fn set_state(&self, state: State, error: Option<String>) {
+        let mut status = self.status();
+        status.state = state;
+        status.error = error;
+        status.next_attempt = None;
+        if state != State::Running && state != State::Starting {
+            status.pid = None;
+        }
+    }
+
+    /// Waiting until `at` to restart.
+    pub fn set_backoff(&self, at: Instant) {
+        let mut status = self.status();
+        status.state = State::Backoff;
+        status.next_attempt = Some(at);
+        status.pid = None;
+    }
+
+    /// The running process.
+    pub fn set_pid(&self, pid: Option<u32>) {
+        self.status().pid = pid;
+    }
+
+    /// One more restart.
+    pub fn count_restart(&self) {
+        self.status().restarts += 1;
+    }
+
+    /// How long until the next start attempt, in backoff.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let status = self.status();
+        match status.state {
+            State::Backoff => status
+                .next_attempt
+                .map(|at| at.saturating_duration_since(Instant::now())),
+            State::Starting => Some(std::time::Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// The connection to forward requests on, while running.
+    pub fn link(&self) -> Option<Arc<PluginLink>> {
+        self.link
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets or clears the connection.
+    pub fn set_link(&self, link: Option<Arc<PluginLink>>) {
+        *self.link.write().unwrap_or_else(PoisonError::into_inner) = link;
+    }
+
+    /// The plugin has started or failed once: torud may report ready.
+    pub fn settle(&self) {
+        self.settled.send_replace(true);
+    }
+
+    /// Resolves once [`PluginHandle::settle`] ran.
+    pub async fn settled(&self) {
+        let mut settled = self.settled.subscribe();
+        let _ = settled.wait_for(|s| *s).await;
+    }
+
+    /// Hands `command` to the supervisor.
+    pub async fn command(&self, command: Command) -> Result<(), ApiError> {
+        let Some(commands) = &self.commands else {
+            let reason = self.status().error.clone().unwrap_or_default();
+            return Err(ApiError::BadRequest(format!(
+                "plugin {} is invalid and cannot be started: {reason}",
+                self.id
+            )));
+        };
+        commands
+            .send(command)
+            .await
+            .map_err(|_| ApiError::Unavailable {
+                message: "torud is stopping".into(),
+                retry_after: None,
+            })
+    }
+
+    /// The API's view.
+    pub fn view(&self) -> PluginView {
+        let status = self.status();
+        let metadata = self.metadata.as_ref();
+        let state = status.state;
+        PluginView {
+            id: self.id.clone(),
+            name: metadata.map_or_else(|| self.id.clone(), |m| m.name.clone()),
+            version: metadata.map(|m| m.version.clone()).unwrap_or_default(),
+            author: metadata.and_then(|m| m.author.clone()),
+            icon: metadata.map(|m| m.icon.clone()).unwrap_or_default(),
+            route: metadata.map(|m| m.route.clone()).unwrap_or_default(),
+            protocol: self.protocol,
+            path: self.path.display().to_string(),
+            enabled: state != State::Disabled,
+            running: state == State::Running,
+            health: match state {
+                State::Running => "healthy",
+                State::Disabled => "disabled",
+                _ => "unhealthy",
+            },
+            state: state.as_str(),
+            pid: status.pid,
+            restarts: status.restarts,
+            error: match state {
+                State::Invalid | State::Failed => status.error.clone(),
+                _ => None,
+            },
+            socket_path: self.socket.display().to_string(),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! What plugins write on stdout and stderr: read line by line with a length
+//! cap and a rate cap, kept in a ring per plugin for the API, and emitted as
+//! tracing events carrying `toru_plugin` (the journal's `TORU_PLUGIN`).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncRead;
+use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tracing::Level;
+
+use crate::api::{LogLine, LogPage, LogQuery};
+
+/// Longest line kept; the rest of a longer line is dropped.
+pub const MAX_LINE: usize = 16 * 1024;
+/// Lines kept per plugin for `GET /api/plugins/{id}/logs`.
+pub const RING_LINES: usize = 1000;
+/// Sustained lines per second accepted from one plugin...
+const RATE: f64 = 500.0;
+/// ...after a burst of this many.
+const BURST: f64 = 2000.0;
+
+/// The recent lines of one plugin.
+#[derive(Debug)]
+pub struct PluginLogs {
+    plugin: String,
+    lines: Mutex<VecDeque<LogLine>>,
+}
+
+impl PluginLogs {
+    /// An empty ring for `plugin`.
+    pub fn new(plugin: &str) -> Arc<Self> {
+        Arc::new(Self {
+            plugin: plugin.to_owned(),
+            lines: Mutex::new(VecDeque::with_capacity(64)),
+        })
+    }
+
+    /// Keeps `line` and emits it as a tracing event.
+    pub fn push(&self, level: &'static str, message: String) {
+        emit(&self.plugin, level, &message);
+        let line = LogLine {
+            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            level,
+            message,
+        };
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        if lines.len() == RING_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// One page of lines, newest page first, lines oldest first within it.
+    pub fn page(&self, query: &LogQuery) -> LogPage {
+        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept: Vec<&LogLine> = lines
+            .iter()
+            .filter(|l| {
+                query
+                    .min_level
+                    .is_none_or(|min| severity(l.level) <= severity(min))
+            })
+            .collect();
+        let total = kept.len();
+        let end = total.saturating_sub((query.page.max(1) - 1) * query.page_size);
+        let start = end.saturating_sub(query.page_size);
+        LogPage {
+            plugin: self.plugin.clone(),
+            logs: kept[start..end].iter().map(|l| (*l).clone()).collect(),
+            page: query.page,
+            page_size: query.page_size,
+            total,
+        }
+    }
+}
+
+/// 0 is the most severe.
+fn severity(level: &str) -> u8 {
+    match level {
+        "error" => 0,
+        "warn" => 1,
+        "info" => 2,
+        "debug" => 3,
+        _ => 4,
+    }
+}
+
+/// Reads `stream` to its end into `logs`.
+pub fn spawn_reader<R>(stream: R, logs: Arc<PluginLogs>) -> JoinHandle<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut lines = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
+        let mut bucket = Bucket::new();
+        while let Some(item) = lines.next().await {
+            let line = match item {
+                Ok(line) => line,
+                Err(LinesCodecError::MaxLineLengthExceeded) => {
+                    format!("[a line longer than {MAX_LINE} bytes was cut]")
+                }
+                Err(LinesCodecError::Io(_)) => break,
+            };
+            if !bucket.take() {
+                continue;
+            }
+            if bucket.dropped > 0 {
+                let dropped = std::mem::take(&mut bucket.dropped);
+                logs.push(
+                    "warn",
+                    format!("[{dropped} lines dropped: more than {RATE} lines/s]"),
+                );
+            }
+            let (level, message) = classify(&line);
+            logs.push(level, message);
+        }
+    })
+}
+
+/// A token bucket: `take` is false while the plugin writes faster than allowed.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    dropped: u64,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Self {
+            tokens: BURST,
+            last: Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * RATE).min(BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+}
+
+/// A JSON line's level and message; a plain line is `info` as it is.
+pub fn classify(line: &str) -> (&'static str, String) {
+    let line = line.trim_end_matches('\r');
+    if line.starts_with('{')
+        && let Ok(serde_json::Value::Object(object)) = serde_json::from_str(line)
+    {
+        let level = object
+            .get("level")
+            .and_then(serde_json::Value::as_str)
+            .map_or("info", level_name);
+        let message = ["message", "msg"]
+            .iter()
+            .find_map(|k| object.get(*k).and_then(serde_json::Value::as_str))
+            .or_else(|| object.get("fields")?.get("message")?.as_str())
+            .map_or_else(|| line.to_owned(), str::to_owned);
+        return (level, message);
+    }
+    ("info", line.to_owned())
+}
+
+/// Level names plugins use, to ours.
+fn level_name(level: &str) -> &'static str {
+    match level.to_ascii_lowercase().as_str() {
+        "error" | "err" | "critical" | "crit" | "fatal" | "alert" | "emerg" | "panic" => "error",
+        "warn" | "warning" => "warn",
+        "debug" => "debug",
+        "trace" => "trace",
+        _ => "info",
+    }
+}
+
+fn emit(plugin: &str, level: &str, message: &str) {
+    macro_rules! at {
+        ($level:expr) => {
+            tracing::event!(target: "plugin", $level, toru_plugin = plugin, "{message}")
+        };
+    }
+    match level {
+        "error" => at!(Level::ERROR),
+        "warn" => at!(Level::WARN),
+        "debug" => at!(Level::DEBUG),
+        "trace" => at!(Level::TRACE),
+        _ => at!(Level::INFO),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_give_their_level_and_message() {
+        let sdk = r#"{"timestamp":"t","level":"WARN","message":"disk low","target":"x"}"#;
+        assert_eq!(classify(sdk), ("warn", "disk low".to_owned()));
+        let python = r#"{"timestamp":"t","level":"error","plugin":"p","message":"boom"}"#;
+        assert_eq!(classify(python), ("error", "boom".to_owned()));
+        assert_eq!(classify("plain text"), ("info", "plain text".to_owned()));
+        assert_eq!(classify("{not json"), ("info", "{not json".to_owned()));
+        assert_eq!(classify(r#"{"level":"critical"}"#).0, "error");
+    }
+
+    #[test]
+    fn pages_count_from_the_newest_and_filter_by_level() {
+        let logs = PluginLogs::new("p");
+        for i in 0..25 {
+            logs.push(
+                if i % 5 == 0 { "error" } else { "info" },
+                format!("line {i}"),
+            );
+        }
+        let query = |page, min_level| LogQuery {
+            page,
+            page_size: 10,
+            min_level,
+        };
+        let newest = logs.page(&query(1, None));
+        assert_eq!(newest.total, 25);
+        assert_eq!(
+            newest.logs.first().map(|l| l.message.as_str()),
+            Some("line 15")
+        );
+        assert_eq!(
+            newest.logs.last().map(|l| l.message.as_str()),
+            Some("line 24")
+        );
+        let oldest = logs.page(&query(3, None));
+        assert_eq!(oldest.logs.len(), 5);
+        assert!(logs.page(&query(4, None)).logs.is_empty());
+        let errors = logs.page(&query(1, Some("error")));
+        assert_eq!(errors.total, 5);
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_lines() {
+        let logs = PluginLogs::new("p");
+        for i in 0..RING_LINES + 10 {
+            logs.push("info", i.to_string());
+        }
+        let page = logs.page(&LogQuery {
+            page: 1,
+            page_size: 1000,
+            min_level: None,
+        });
+        assert_eq!(page.total, RING_LINES);
+        assert_eq!(
+            page.logs.last().map(|l| l.message.clone()),
+            Some((RING_LINES + 9).to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_and_floods_are_capped() {
+        let logs = PluginLogs::new("p");
+        let mut input = "x".repeat(MAX_LINE + 10);
+        input.push('\n');
+        for i in 0..5000 {
+            input.push_str(&format!("flood {i}\n"));
+        }
+        spawn_reader(std::io::Cursor::new(input.into_bytes()), logs.clone())
+            .await
+            .unwrap();
+        let all = logs.lines.lock().unwrap();
+        // The burst allowance passes the first ~2000 lines; the rest of an
+        // instant flood is dropped, so the last line never arrives.
+        let last = all.back().map(|l| l.message.clone()).unwrap();
+        assert_ne!(last, "flood 4999", "a flood of 5000 lines was not capped");
+        assert!(all.iter().any(|l| l.message.contains("was cut")));
+        assert!(all.iter().all(|l| l.message.len() <= MAX_LINE));
+    }
+}

@@ -1,0 +1,83 @@
+//! One plugin process: started with a clean environment in a process group
+//! of its own, so that stopping it also stops everything it started.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// Variables a plugin inherits from torud; everything else (systemd's
+/// `NOTIFY_SOCKET`, `LISTEN_*`, `WATCHDOG_*`, `INVOCATION_ID`, ...) is withheld.
+const INHERITED: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ", "RUST_LOG", "RUST_BACKTRACE"];
+
+/// What a plugin is told through its environment.
+#[derive(Debug, Clone)]
+pub struct PluginEnv<'a> {
+    /// `TORU_PLUGIN_SOCKET`.
+    pub socket: &'a Path,
+    /// `TORU_PLUGIN_ID`.
+    pub plugin_id: &'a str,
+    /// `TORU_INSTANCE_ID`.
+    pub instance_id: &'a str,
+    /// Working directory and `HOME`.
+    pub home: &'a Path,
+}
+
+/// Starts `path` with stdout and stderr piped to torud.
+pub fn spawn(path: &Path, env: &PluginEnv<'_>) -> std::io::Result<Child> {
+    let mut command = Command::new(path);
+    command.env_clear();
+    for name in INHERITED {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    }
+    command
+        .env("TORU_PLUGIN_SOCKET", env.socket)
+        .env("TORU_PLUGIN_ID", env.plugin_id)
+        .env("TORU_INSTANCE_ID", env.instance_id)
+        .env("HOME", env.home)
+        .current_dir(env.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// Sends `signal` to the process group led by `pid`; a group already gone is fine.
+pub fn signal_group(pid: Option<u32>, signal: Signal) {
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
+        return;
+    };
+    if let Err(e) = killpg(Pid::from_raw(pid), signal)
+        && e != nix::errno::Errno::ESRCH
+    {
+        tracing::warn!(pid, %signal, error = %e, "cannot signal plugin process group");
+    }
+}
+
+/// SIGKILL to the whole process group led by `pid`.
+pub fn kill_group(pid: Option<u32>) {
+    signal_group(pid, Signal::SIGKILL);
+}
+
+/// How a process ended, for people and for the event log.
+pub fn describe_exit(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => {
+            let name =
+                Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.to_string());
+            format!("killed by signal {name}")
+        }
+        _ => format!("ended ({status})"),
+    }
+}

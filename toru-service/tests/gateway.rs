@@ -1,0 +1,238 @@
+//! The real torud serving the example plugins: routing in both protocols,
+//! bodies, KV through the plugin and the admin API, auth and limits.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use bytes::Bytes;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_protocols_are_routed_and_listed() {
+    let setup = Setup::new();
+    let torud = setup.start().await;
+
+    let instance = torud.get("/api/instance").await.json()["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        uuid::Uuid::parse_str(&instance).unwrap().get_version_num(),
+        4
+    );
+
+    let hello = torud.get("/api/plugins/route/hello/").await;
+    assert_eq!(hello.status, 200, "{}", hello.text());
+    assert_eq!(hello.json()["instance_id"], instance.as_str());
+
+    let legacy = torud.get("/api/plugins/route/hello-py/?x=1").await;
+    assert_eq!(legacy.status, 200, "{}", legacy.text());
+    assert_eq!(legacy.json()["instance_id"], instance.as_str());
+
+    let plugins = torud.get("/api/plugins").await.json();
+    let ids: Vec<_> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"hello") && ids.contains(&"hello-py"),
+        "{ids:?}"
+    );
+    let hello = torud.plugin("hello").await;
+    for field in [
+        "id",
+        "name",
+        "version",
+        "author",
+        "icon",
+        "route",
+        "protocol",
+        "enabled",
+        "running",
+        "health",
+        "state",
+        "pid",
+        "restarts",
+        "error",
+        "socket_path",
+    ] {
+        assert!(
+            hello.get(field).is_some(),
+            "plugin object lacks {field}: {hello}"
+        );
+    }
+    assert_eq!(hello["protocol"], 2);
+    assert_eq!(hello["health"], "healthy");
+    assert_eq!(torud.plugin("hello-py").await["protocol"], 1);
+    assert_eq!(torud.get("/api/plugins/nope").await.status, 404);
+    assert_eq!(torud.get("/api/plugins/route/nope/").await.status, 404);
+
+    let bundle = torud.get("/api/plugins/hello/bundle.js").await;
+    assert_eq!(bundle.status, 200);
+    assert!(bundle.text().contains("window.ToruPlugins"));
+    assert_eq!(bundle.headers["cache-control"], "no-store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_bodies_are_echoed_byte_for_byte() {
+    let setup = Setup::new();
+    let torud = setup.start().await;
+    let body: Bytes = (0..300_000u32)
+        .map(|i| (i * 31 % 256) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    let echo = torud
+        .unix("POST", "/api/plugins/route/hello/echo", body.clone())
+        .await;
+    assert_eq!(echo.status, 200);
+    assert!(echo.body == body, "echo differs");
+    // Protocol 1 carries text only: a clear 400, not garbage.
+    let legacy = torud
+        .unix(
+            "POST",
+            "/api/plugins/route/hello-py/echo",
+            Bytes::from_static(&[0xff, 0xfe]),
+        )
+        .await;
+    assert_eq!(legacy.status, 400, "{}", legacy.text());
+    let text = torud
+        .unix("POST", "/api/plugins/route/hello-py/echo", "héllo")
+        .await;
+    assert_eq!((text.status, text.text().as_str()), (200, "héllo"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_is_shared_by_plugin_and_admin_api_and_survives_a_restart() {
+    let setup = Setup::new();
+    let mut torud = setup.start().await;
+    let put = torud
+        .unix("PUT", "/api/plugins/route/hello/kv/colour", "blue")
+        .await;
+    assert_eq!(put.status, 204, "{}", put.text());
+    let kv = |body: &str| body.to_owned();
+    let get = torud
+        .unix(
+            "POST",
+            "/api/plugins/hello/kv",
+            kv(r#"{"action":"get","key":"colour"}"#),
+        )
+        .await;
+    assert_eq!(get.json()["value"], "blue");
+    let set = torud
+        .unix(
+            "POST",
+            "/api/plugins/hello/kv",
+            kv(r#"{"action":"set","key":"size","value":"XL"}"#),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    let via_plugin = torud.get("/api/plugins/route/hello/kv/size").await;
+    assert_eq!(via_plugin.text(), "XL");
+    // Another plugin's storage is separate.
+    let other = torud
+        .unix(
+            "POST",
+            "/api/plugins/hello-py/kv",
+            kv(r#"{"action":"get","key":"colour"}"#),
+        )
+        .await;
+    assert_eq!(other.json()["value"], serde_json::Value::Null);
+    let bad = torud
+        .unix(
+            "POST",
+            "/api/plugins/hello/kv",
+            kv(r#"{"action":"explode"}"#),
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+
+    let instance = torud.get("/api/instance").await.json();
+    let (code, _) = torud.stop();
+    assert_eq!(code, Some(0));
+    let torud = setup.start().await;
+    assert_eq!(
+        torud.get("/api/instance").await.json(),
+        instance,
+        "instance id changed"
+    );
+    assert_eq!(
+        torud.get("/api/plugins/route/hello/kv/colour").await.text(),
+        "blue"
+    );
+    let get = torud
+        .unix(
+            "POST",
+            "/api/plugins/hello/kv",
+            kv(r#"{"action":"get","key":"size"}"#),
+        )
+        .await;
+    assert_eq!(get.json()["value"], "XL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_needs_the_token_and_unix_does_not() {
+    let setup = Setup::new();
+    let torud = setup.start().await;
+    let token = torud.token();
+    assert!(token.len() >= 32);
+    let mode = std::fs::metadata(&torud.token_file).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    let health = torud
+        .tcp_with(request("GET", "/api/health", Bytes::new(), None))
+        .await;
+    assert_eq!(
+        (health.status, health.json()["status"].clone()),
+        (200, "ok".into())
+    );
+    for path in [
+        "/api/plugins",
+        "/api/instance",
+        "/metrics",
+        "/api/plugins/route/hello/",
+    ] {
+        let none = torud
+            .tcp_with(request("GET", path, Bytes::new(), None))
+            .await;
+        assert_eq!(none.status, 401, "{path} without a token");
+        let wrong = torud
+            .tcp_with(request("GET", path, Bytes::new(), Some("nope")))
+            .await;
+        assert_eq!(wrong.status, 401, "{path} with a wrong token");
+        assert!(wrong.json()["error"].is_string());
+        assert_eq!(
+            torud.tcp("GET", path, Bytes::new()).await.status,
+            200,
+            "{path} with the token"
+        );
+    }
+    assert_eq!(torud.get("/api/plugins").await.status, 200);
+    let metrics = torud.get("/metrics").await.text();
+    assert!(metrics.contains("toru_plugin_state"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_and_headers_are_refused() {
+    let setup = Setup::new();
+    let torud = setup.start().await;
+    let big = torud
+        .unix(
+            "POST",
+            "/api/plugins/route/hello/echo",
+            vec![0u8; 9 * 1024 * 1024],
+        )
+        .await;
+    assert_eq!(big.status, 413);
+    let mut huge_header = request("GET", "/api/health", Bytes::new(), None);
+    huge_header
+        .headers_mut()
+        .insert("x-big", "a".repeat(100 * 1024).parse().unwrap());
+    let answer = torud.tcp_with(huge_header).await;
+    assert_eq!(answer.status, 431);
+}

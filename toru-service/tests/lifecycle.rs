@@ -1,0 +1,118 @@
+//! torud's own life: configuration checks, the state directory lock, a
+//! corrupt database, and what it prints when it cannot run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use support::*;
+
+#[test]
+fn check_config_lists_every_error_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("toru.toml");
+    std::fs::write(
+        &config,
+        "lisen = []\nrequest_timeout = \"soon\"\n[restart]\nmax_failures = 0\n",
+    )
+    .unwrap();
+    let output = Command::new(TORUD)
+        .args(["--check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needle in ["lisen", "request_timeout", "max_failures"] {
+        assert!(stderr.contains(needle), "{needle} missing from:\n{stderr}");
+    }
+    std::fs::write(&config, "request_timeout = \"5s\"\n").unwrap();
+    let output = Command::new(TORUD)
+        .args(["--check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_missing_named_config_is_an_error() {
+    let output = Command::new(TORUD)
+        .args(["--config", "/nonexistent/toru.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/toru.toml"));
+}
+
+#[test]
+fn version_is_printed() {
+    let output = Command::new(TORUD).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_torud_on_the_same_state_names_the_holder() {
+    let setup = Setup::empty();
+    let torud = setup.start().await;
+    let mut second_setup = Setup::empty();
+    second_setup.state = setup.state.clone();
+    second_setup.write_config();
+    let mut second = Command::new(TORUD)
+        .arg("--config")
+        .arg(&second_setup.config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, stderr) = wait_exit(&mut second);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains(&format!("pid {}", torud.pid())), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_corrupt_database_is_one_clear_error() {
+    let setup = Setup::empty();
+    std::fs::create_dir_all(&setup.state).unwrap();
+    std::fs::write(setup.state.join("toru.redb"), vec![0x5a; 8192]).unwrap();
+    setup.write_config();
+    let mut child = Command::new(TORUD)
+        .arg("--config")
+        .arg(&setup.config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, stderr) = wait_exit(&mut child);
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("toru.redb") && stderr.contains("corrupt"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn an_unusable_state_directory_is_one_clear_error() {
+    let mut setup = Setup::empty();
+    let file = setup.dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    setup.state = file.join("state");
+    setup.write_config();
+    let mut child = Command::new(TORUD)
+        .arg("--config")
+        .arg(&setup.config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, stderr) = wait_exit(&mut child);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("a-file/state"), "{stderr}");
+}

@@ -1,0 +1,352 @@
+//! Test support: the real `torud` binary on temporary directories, with the
+//! example plugins (and misbehaving ones written as shell scripts), and a
+//! small HTTP client for its TCP and Unix listeners.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+pub const TORUD: &str = env!("CARGO_BIN_EXE_torud");
+pub const LONG: Duration = Duration::from_secs(30);
+
+/// The workspace's target folder (where `hello` is built).
+fn target_dir() -> PathBuf {
+    Path::new(TORUD)
+        .parent()
+        .expect("torud lives in a folder")
+        .to_owned()
+}
+
+/// The `hello` example binary, built on demand when only this package's
+/// tests were built.
+pub fn hello_binary() -> PathBuf {
+    let hello = target_dir().join("hello");
+    if !hello.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "hello", "--bin", "hello"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the hello example failed");
+    }
+    hello
+}
+
+pub fn python_plugin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/hello_v1.py")
+}
+
+/// A plugin written as a shell script: `--metadata` prints `metadata`,
+/// otherwise `body` runs.
+pub fn script_plugin(dir: &Path, name: &str, metadata: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = \"--metadata\" ]; then\ncat <<'EOF'\n{metadata}\nEOF\nexit 0\nfi\n{body}\n"
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Metadata JSON for a script plugin.
+pub fn metadata(id: &str, route: &str, protocol: u32) -> String {
+    format!(
+        r#"{{"id":"{id}","name":"{id}","version":"1.0","author":null,"icon":"x","route":"{route}","protocol":{protocol}}}"#
+    )
+}
+
+/// A temporary Toru installation: config, state, runtime and plugin folders.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub plugins: PathBuf,
+    pub state: PathBuf,
+    pub runtime: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+    /// Top-level keys added to the config.
+    pub top: String,
+    /// Keys added to its `[restart]` table.
+    pub extra: String,
+}
+
+impl Setup {
+    /// With `hello` and `hello-py` installed.
+    pub fn new() -> Self {
+        let setup = Self::empty();
+        std::os::unix::fs::symlink(hello_binary(), setup.plugins.join("hello")).unwrap();
+        std::os::unix::fs::symlink(python_plugin(), setup.plugins.join("hello-py.py")).unwrap();
+        setup
+    }
+
+    /// With no plugins.
+    pub fn empty() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins).unwrap();
+        let port = free_port();
+        Self {
+            plugins,
+            state: dir.path().join("state"),
+            runtime: dir.path().join("run"),
+            config: dir.path().join("toru.toml"),
+            port,
+            top: String::new(),
+            extra: String::new(),
+            dir,
+        }
+    }
+
+    /// The config file torud gets.
+    pub fn write_config(&self) {
+        let text = format!(
+            r#"{top}
+listen = ["127.0.0.1:{port}", "unix:{run}/toru.sock"]
+state_dir = "{state}"
+runtime_dir = "{run}"
+plugin_dirs = ["{plugins}"]
+shutdown_timeout = "5s"
+[restart]
+backoff_initial = "50ms"
+backoff_max = "500ms"
+{extra}
+"#,
+            port = self.port,
+            run = self.runtime.display(),
+            state = self.state.display(),
+            plugins = self.plugins.display(),
+            extra = self.extra,
+            top = self.top,
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Starts torud and waits until it serves and its plugins settled.
+    pub async fn start(&self) -> Torud {
+        self.write_config();
+        let child = Command::new(TORUD)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let torud = Torud {
+            child: Some(child),
+            port: self.port,
+            unix: self.runtime.join("toru.sock"),
+            token_file: self.state.join("admin.token"),
+        };
+        torud.wait_ready().await;
+        torud
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running torud; killed when dropped.
+pub struct Torud {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub unix: PathBuf,
+    pub token_file: PathBuf,
+}
+
+impl Drop for Torud {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An answer: status, headers, body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Torud {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap()
+    }
+
+    /// A second handle on the same torud that does not own the process.
+    pub fn probe(&self) -> Torud {
+        Torud {
+            child: None,
+            port: self.port,
+            unix: self.unix.clone(),
+            token_file: self.token_file.clone(),
+        }
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(&self.token_file)
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// A request over the Unix socket (no token needed).
+    pub async fn unix(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Answer {
+        let stream = tokio::net::UnixStream::connect(&self.unix).await.unwrap();
+        send(stream, request(method, path, body.into(), None)).await
+    }
+
+    /// A request over TCP with the admin token.
+    pub async fn tcp(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Answer {
+        let token = self.token();
+        self.tcp_with(request(method, path, body.into(), Some(&token)))
+            .await
+    }
+
+    /// Any request over TCP.
+    pub async fn tcp_with(&self, request: http::Request<Full<Bytes>>) -> Answer {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        send(stream, request).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.unix("GET", path, Bytes::new()).await
+    }
+
+    pub async fn plugin(&self, id: &str) -> serde_json::Value {
+        self.get(&format!("/api/plugins/{id}")).await.json()
+    }
+
+    /// Polls until plugin `id` is in `state` (or 30 s pass).
+    pub async fn wait_state(&self, id: &str, state: &str) -> serde_json::Value {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let plugin = self.plugin(id).await;
+            if plugin["state"] == state {
+                return plugin;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} never reached {state}: {plugin}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + LONG;
+        loop {
+            if let Ok(stream) = tokio::net::UnixStream::connect(&self.unix).await {
+                let answer = send(stream, request("GET", "/api/plugins", Bytes::new(), None)).await;
+                let settled = answer.status == 200
+                    && answer
+                        .json()
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|p| p["state"] != "starting");
+                if settled {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "torud did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns (code, stderr).
+    pub fn stop(&mut self) -> (Option<i32>, String) {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), "TERM");
+        wait_exit(&mut child)
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Waits (30 s at most) and returns (code, stderr).
+pub fn wait_exit(child: &mut Child) -> (Option<i32>, String) {
+    let deadline = Instant::now() + LONG;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                use std::io::Read;
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            return (status.code(), stderr);
+        }
+        assert!(Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn request(
+    method: &str,
+    path: &str,
+    body: Bytes,
+    token: Option<&str>,
+) -> http::Request<Full<Bytes>> {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    builder.body(Full::new(body)).unwrap()
+}
+
+async fn send<S>(stream: S, request: http::Request<Full<Bytes>>) -> Answer
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = tokio::time::timeout(LONG, sender.send_request(request))
+        .await
+        .expect("an answer within 30 s")
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
