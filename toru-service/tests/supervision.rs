@@ -273,3 +273,128 @@ async fn graceful_shutdown_finishes_a_request_in_flight_and_stops_every_plugin()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_plugin_is_found_by_ping_and_restarted() {
+    let mut setup = Setup::new();
+    setup.extra = "[health]\nping_interval = \"200ms\"\nping_timeout = \"300ms\"\n".to_owned();
+    let torud = setup.start().await;
+    let before = torud.plugin("hello").await;
+    let pid = before["pid"].as_u64().unwrap() as u32;
+    signal(pid, "STOP");
+    let deadline = Instant::now() + LONG;
+    loop {
+        let plugin = torud.plugin("hello").await;
+        if plugin["state"] == "running" && plugin["pid"] != before["pid"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hung plugin not restarted: {plugin}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the hung process was left behind"
+    );
+    let events = torud
+        .get("/api/events?plugin=hello")
+        .await
+        .json()
+        .to_string();
+    assert!(events.contains("\"hung\""), "{events}");
+    assert_eq!(torud.get("/api/plugins/route/hello/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_that_hangs_or_floods_makes_the_plugin_invalid() {
+    let mut setup = Setup::new();
+    setup.extra = "[health]\nmetadata_timeout = \"500ms\"\n".to_owned();
+    let hang = setup.plugins.join("hang");
+    std::fs::write(&hang, "#!/bin/sh\nsleep 60\n").unwrap();
+    let flood = setup.plugins.join("flood");
+    std::fs::write(
+        &flood,
+        "#!/bin/sh\nyes '{\"id\":\"x\"}' | head -c 1000000\n",
+    )
+    .unwrap();
+    for path in [&hang, &flood] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let started = Instant::now();
+    let torud = setup.start().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        torud.plugin("hang").await["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish")
+    );
+    assert!(
+        torud.plugin("flood").await["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than")
+    );
+    assert_eq!(torud.plugin("hello").await["state"], "running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_plugin_leaves_no_process_or_socket_behind() {
+    let setup = Setup::empty();
+    let sleeper = setup.dir.path().join("sleeper.pid");
+    // A plugin that starts a helper process of its own, then serves.
+    script_plugin(
+        &setup.plugins,
+        "wrapper",
+        &metadata("wrapper", "/wrapper", 2),
+        &format!(
+            "sleep 1000 &\necho $! > {}\nexec {}",
+            sleeper.display(),
+            hello_binary().display()
+        ),
+    );
+    let torud = setup.start().await;
+    let plugin = torud.wait_state("wrapper", "running").await;
+    let socket = std::path::PathBuf::from(plugin["socket_path"].as_str().unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(socket.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    let helper: u32 = std::fs::read_to_string(&sleeper)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{helper}")).exists());
+
+    let disabled = torud
+        .unix("POST", "/api/plugins/wrapper/disable", Bytes::new())
+        .await;
+    assert_eq!(disabled.status, 200);
+    torud.wait_state("wrapper", "disabled").await;
+    let deadline = Instant::now() + LONG;
+    while std::path::Path::new(&format!("/proc/{helper}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the plugin's helper process survived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!socket.exists(), "stale socket left behind");
+}

@@ -135,28 +135,33 @@ pub async fn read_metadata(path: &Path, timeout: Duration) -> Result<PluginMetad
         let mut err = Vec::new();
         let mut stdout = stdout.take(MAX_METADATA_BYTES + 1);
         let mut stderr = stderr.take(4096);
-        let (read_out, read_err) =
-            tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err),);
-        read_out.map_err(|e| format!("reading --metadata output: {e}"))?;
-        let _ = read_err;
-        let status = child
-            .wait()
+        // stdout first, alone: a plugin still writing past the cap keeps
+        // stderr open too, and waiting for either to end would never return.
+        stdout
+            .read_to_end(&mut out)
             .await
-            .map_err(|e| format!("waiting for --metadata: {e}"))?;
-        Ok::<_, String>((status, out, err))
+            .map_err(|e| format!("reading --metadata output: {e}"))?;
+        if out.len() as u64 > MAX_METADATA_BYTES {
+            return Err(format!(
+                "--metadata printed more than {MAX_METADATA_BYTES} bytes"
+            ));
+        }
+        let (status, _) = tokio::join!(child.wait(), stderr.read_to_end(&mut err));
+        let status = status.map_err(|e| format!("waiting for --metadata: {e}"))?;
+        Ok((status, out, err))
     };
-    let (status, out, err) = match tokio::time::timeout(timeout, run).await {
-        Ok(result) => result?,
+    let outcome = tokio::time::timeout(timeout, run).await;
+    let (status, out, err) = match outcome {
+        Ok(Ok(done)) => done,
+        Ok(Err(reason)) => {
+            super::process::kill_group(child.id());
+            return Err(reason);
+        }
         Err(_) => {
             super::process::kill_group(child.id());
             return Err(format!("--metadata did not finish within {timeout:?}"));
         }
     };
-    if out.len() as u64 > MAX_METADATA_BYTES {
-        return Err(format!(
-            "--metadata printed more than {MAX_METADATA_BYTES} bytes"
-        ));
-    }
     if !status.success() {
         let err = String::from_utf8_lossy(&err);
         return Err(format!("--metadata exited with {status}: {}", err.trim()));
