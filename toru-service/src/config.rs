@@ -189,6 +189,38 @@ struct RawPlugin {
     config: toml::Table,
 }
 
+/// The configuration of `torud --dev`: the example plugins of a source
+/// checkout, with state and sockets under `target/toru-dev`.
+pub const DEV_CONFIG: &str = include_str!("dev.toml");
+
+/// The development configuration, its relative paths anchored at `base`.
+pub fn dev(base: &Path) -> Result<Settings, ConfigError> {
+    let mut settings = parse(DEV_CONFIG, &SystemdDirs::default())?;
+    settings.absolutize(base);
+    Ok(settings)
+}
+
+impl Settings {
+    /// Anchors every relative path at `base` (plugins get absolute socket
+    /// paths even though they run in another folder).
+    pub fn absolutize(&mut self, base: &Path) {
+        let anchor = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        anchor(&mut self.state_dir);
+        anchor(&mut self.runtime_dir);
+        anchor(&mut self.admin_token_file);
+        self.plugin_dirs.iter_mut().for_each(anchor);
+        for listen in &mut self.listen {
+            if let ListenAddr::Unix(path) = listen {
+                anchor(path);
+            }
+        }
+    }
+}
+
 /// Reads the configuration: `path` when given (it must exist), else
 /// [`DEFAULT_CONFIG_PATH`] if it exists, else built-in defaults.
 pub fn load(path: Option<&Path>, dirs: &SystemdDirs) -> Result<Settings, ConfigError> {

@@ -22,11 +22,24 @@ struct Args {
     /// Validate the configuration, print every error, and exit (0, or 78).
     #[arg(long)]
     check_config: bool,
+    /// Run from a source checkout: the example plugins in examples/plugins,
+    /// state under target/toru-dev, listening on 127.0.0.1:7070.
+    #[arg(long, conflicts_with = "config")]
+    dev: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let settings = match config::load(args.config.as_deref(), &SystemdDirs::from_env()) {
+    let loaded = if args.dev {
+        std::env::current_dir()
+            .map_err(|e| config::ConfigError {
+                problems: vec![format!("cannot tell the current folder: {e}")],
+            })
+            .and_then(|cwd| config::dev(&cwd))
+    } else {
+        config::load(args.config.as_deref(), &SystemdDirs::from_env())
+    };
+    let settings = match loaded {
         Ok(settings) => settings,
         Err(e) => {
             for problem in &e.problems {

@@ -144,3 +144,21 @@ fn a_named_file_must_exist_and_errors_name_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn the_dev_config_is_valid_and_anchored() {
+    let s = dev(Path::new("/src/toru")).unwrap();
+    assert_eq!(
+        s.plugin_dirs,
+        vec![PathBuf::from("/src/toru/examples/plugins")]
+    );
+    assert_eq!(s.state_dir, Path::new("/src/toru/target/toru-dev/state"));
+    assert_eq!(
+        s.admin_token_file,
+        Path::new("/src/toru/target/toru-dev/state/admin.token")
+    );
+    assert_eq!(
+        s.listen[1],
+        ListenAddr::Unix("/src/toru/target/toru-dev/run/toru.sock".into())
+    );
+}
