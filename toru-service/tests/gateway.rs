@@ -236,3 +236,19 @@ async fn oversized_bodies_and_headers_are_refused() {
     let answer = torud.tcp_with(huge_header).await;
     assert_eq!(answer.status, 431);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_requests_to_a_legacy_plugin_all_succeed() {
+    let setup = Setup::new();
+    let torud = std::sync::Arc::new(setup.start().await);
+    // More at once than the plugin's listen backlog (16) would hold.
+    let calls: Vec<_> = (0..64)
+        .map(|_| {
+            let torud = torud.clone();
+            tokio::spawn(async move { torud.get("/api/plugins/route/hello-py/").await.status })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+}

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::net::UnixStream;
+use tokio::sync::Semaphore;
 use toru_plugin_api::host::HostConnection;
 use toru_plugin_api::protocol::v1::{self, HttpPayload, LifecycleInitPayload};
 use toru_plugin_api::protocol::v2::ErrorCode;
@@ -56,9 +58,15 @@ impl PluginLink {
 }
 
 /// A protocol-1 plugin's socket.
+///
+/// Legacy plugins serve one connection at a time, and their listen backlog
+/// is small: more connections than that fail with `EAGAIN`. So torud sends
+/// them one request at a time and queues the rest itself, within each
+/// request's timeout.
 #[derive(Debug, Clone)]
 pub struct LegacyLink {
     socket: PathBuf,
+    turn: Arc<Semaphore>,
 }
 
 impl LegacyLink {
@@ -84,6 +92,7 @@ impl LegacyLink {
             .map_err(|_| PluginError::Timeout(timeout))??;
         Ok(Self {
             socket: socket.to_owned(),
+            turn: Arc::new(Semaphore::new(1)),
         })
     }
 
@@ -123,6 +132,11 @@ impl LegacyLink {
         let request_id = uuid::Uuid::new_v4().to_string();
         let message = v1::Message::http_request(request_id.clone(), payload);
         let exchange = async {
+            let _turn = self
+                .turn
+                .acquire()
+                .await
+                .map_err(|_| ApiError::BadGateway("the plugin is stopping".into()))?;
             let stream = UnixStream::connect(&self.socket)
                 .await
                 .map_err(|e| ApiError::BadGateway(format!("cannot connect to the plugin: {e}")))?;
