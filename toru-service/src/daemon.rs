@@ -51,7 +51,7 @@ impl Daemon {
     }
 
     fn request_timeout(&self) -> Duration {
-        self.manager.context().settings.request_timeout
+        self.manager.context().settings().request_timeout
     }
 
     async fn blocking<T: Send + 'static>(

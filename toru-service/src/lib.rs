@@ -23,8 +23,10 @@
 //! * [`daemon`] — [`api::Backend`] over manager, store and metrics.
 //! * [`metrics`] — Prometheus exposition.
 //! * [`listen`] — binding the configured listeners.
+//! * [`systemd`] — socket activation, sd_notify, watchdog.
+//! * [`signals`] — SIGTERM/SIGINT and SIGHUP into [`Control`] messages.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 /// The gateway's view of torud, and the error → status mapping.
 pub mod api;
@@ -42,12 +44,17 @@ pub mod logging;
 pub mod metrics;
 /// Plugins: discovery, supervision, connections, logs.
 pub mod plugins;
+/// Signals: SIGTERM/SIGINT stop, SIGHUP reloads.
+pub mod signals;
 /// The redb store.
 pub mod store;
+/// Socket activation and sd_notify.
+pub mod systemd;
 
-use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use config::Settings;
@@ -95,11 +102,28 @@ pub enum Error {
 }
 
 /// Notifications about torud's life, for a service manager (systemd).
+/// Every method does nothing by default.
 pub trait Lifecycle: Send + Sync + 'static {
     /// Storage open, listeners serving, every enabled plugin started or failed.
     fn ready(&self, status: &str) {
         let _ = status;
     }
+    /// A line for a person (`systemctl status`).
+    fn status(&self, status: &str) {
+        let _ = status;
+    }
+    /// A reload began; `ready` follows when it is done.
+    fn reloading(&self) {}
+    /// Start-up is slow but making progress: allow `by` more.
+    fn extend_timeout(&self, by: Duration) {
+        let _ = by;
+    }
+    /// How often the service manager expects [`Lifecycle::watchdog`], if at all.
+    fn watchdog_interval(&self) -> Option<Duration> {
+        None
+    }
+    /// The serving path is alive.
+    fn watchdog(&self) {}
     /// Shutdown began.
     fn stopping(&self) {}
 }
@@ -110,13 +134,22 @@ pub struct NoLifecycle;
 
 impl Lifecycle for NoLifecycle {}
 
-/// Runs torud on `listeners` until `shutdown` resolves, then stops taking
-/// requests, lets in-flight ones finish (`shutdown_timeout`), stops every
-/// plugin, and returns.
+/// What can be asked of a running torud.
+#[derive(Debug)]
+pub enum Control {
+    /// Apply a re-read configuration and rescan the plugin folders.
+    Reload(Box<Settings>),
+    /// Stop (also what a closed channel means).
+    Shutdown,
+}
+
+/// Runs torud on `listeners` until [`Control::Shutdown`] (or the channel
+/// closes), then stops taking requests, lets in-flight ones finish
+/// (`shutdown_timeout`), stops every plugin, and returns.
 pub async fn run(
     settings: Settings,
     listeners: Vec<Listener>,
-    shutdown: impl Future<Output = ()> + Send,
+    mut control: mpsc::Receiver<Control>,
     lifecycle: Arc<dyn Lifecycle>,
 ) -> Result<(), Error> {
     let settings = Arc::new(settings);
@@ -142,12 +175,9 @@ pub async fn run(
         ),
     );
 
-    let ctx = Arc::new(Context {
-        settings: settings.clone(),
-        store: store.clone(),
-        instance_id,
-    });
-    let manager = Manager::new(ctx);
+    let ctx = Arc::new(Context::new(settings.clone(), store.clone(), instance_id));
+    let manager = Manager::new(ctx.clone());
+    lifecycle.status("discovering plugins");
     let found =
         plugins::discovery::discover(&settings.plugin_dirs, settings.health.metadata_timeout).await;
     info!(found = found.len(), "plugins discovered");
@@ -162,32 +192,44 @@ pub async fn run(
         max_connections: settings.max_connections,
         grace: settings.shutdown_timeout,
     };
-    let stop_http = tokio_util::sync::CancellationToken::new();
+    let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(http::serve(
         listeners,
         daemon.clone(),
         Arc::new(token),
         options,
-        stop_http.clone().cancelled_owned(),
+        stop.clone().cancelled_owned(),
     ));
 
-    tokio::pin!(shutdown);
-    tokio::select! {
-        () = manager.settled() => {
+    if wait_settled(
+        &manager,
+        &daemon,
+        &mut control,
+        lifecycle.as_ref(),
+        &settings,
+    )
+    .await
+    {
+        let status = status_line(&daemon);
+        info!(%status, "ready");
+        lifecycle.ready(&status);
+        let keepalive = tokio::spawn(keepalive(daemon.clone(), lifecycle.clone()));
+        while let Some(Control::Reload(new)) = control.recv().await {
+            lifecycle.reloading();
+            reload(&ctx, &manager, *new).await;
             let status = status_line(&daemon);
-            info!(%status, "ready");
+            info!(%status, "reloaded");
             lifecycle.ready(&status);
-            (&mut shutdown).await;
         }
-        () = &mut shutdown => {}
+        keepalive.abort();
     }
 
     info!("stopping: finishing requests in flight");
     lifecycle.stopping();
-    stop_http.cancel();
+    stop.cancel();
     let served = server.await;
     manager
-        .shutdown(settings.shutdown_timeout + std::time::Duration::from_secs(5))
+        .shutdown(settings.shutdown_timeout + Duration::from_secs(5))
         .await;
     record(
         &store,
@@ -199,6 +241,100 @@ pub async fn run(
         Ok(Err(e)) => Err(Error::Http(e)),
         Err(e) => Err(Error::Internal(e.to_string())),
     }
+}
+
+/// Waits until every plugin has started or failed, telling the service
+/// manager that start-up is progressing; false if asked to stop meanwhile.
+async fn wait_settled(
+    manager: &Manager,
+    daemon: &Daemon,
+    control: &mut mpsc::Receiver<Control>,
+    lifecycle: &dyn Lifecycle,
+    settings: &Settings,
+) -> bool {
+    let settled = manager.settled();
+    tokio::pin!(settled);
+    let mut progress = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(2),
+        Duration::from_secs(2),
+    );
+    loop {
+        tokio::select! {
+            () = &mut settled => return true,
+            _ = progress.tick() => {
+                // Each plugin's start is bounded by start_timeout: asking
+                // for that much more at a time can never extend forever.
+                lifecycle.extend_timeout(settings.health.start_timeout + Duration::from_secs(5));
+                lifecycle.status(&format!("starting: {}", status_line(daemon)));
+            }
+            message = control.recv() => match message {
+                Some(Control::Reload(_)) => warn!("reload ignored: torud is still starting"),
+                Some(Control::Shutdown) | None => return false,
+            },
+        }
+    }
+}
+
+/// Status lines on change, and watchdog pings at half the interval. The
+/// pings come from a task of the serving runtime that also takes the
+/// plugins' state locks: a stalled runtime or a deadlock stops them.
+async fn keepalive(daemon: Arc<Daemon>, lifecycle: Arc<dyn Lifecycle>) {
+    let half = lifecycle.watchdog_interval().map(|w| w / 2);
+    let mut status_tick = tokio::time::interval(Duration::from_secs(2));
+    let mut watchdog_tick = tokio::time::interval(half.unwrap_or(Duration::from_secs(3600)));
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            _ = status_tick.tick() => {
+                let status = status_line(&daemon);
+                if status != last {
+                    lifecycle.status(&status);
+                    last = status;
+                }
+            }
+            _ = watchdog_tick.tick(), if half.is_some() => {
+                let _alive = status_line(&daemon);
+                lifecycle.watchdog();
+            }
+        }
+    }
+}
+
+/// Applies a re-read configuration: settings for future starts, then a
+/// rescan of the plugin folders.
+async fn reload(ctx: &Context, manager: &Manager, new: Settings) {
+    let old = ctx.settings();
+    for (what, changed) in [
+        ("listen", old.listen != new.listen),
+        ("state_dir", old.state_dir != new.state_dir),
+        ("runtime_dir", old.runtime_dir != new.runtime_dir),
+        (
+            "admin_token_file",
+            old.admin_token_file != new.admin_token_file,
+        ),
+        (
+            "limits of the HTTP server",
+            old.max_body_bytes != new.max_body_bytes
+                || old.max_header_bytes != new.max_header_bytes
+                || old.max_connections != new.max_connections
+                || old.header_read_timeout != new.header_read_timeout,
+        ),
+    ] {
+        if changed {
+            warn!("`{what}` changed: it takes effect when torud restarts");
+        }
+    }
+    let mut new = new;
+    new.listen = old.listen.clone();
+    new.state_dir = old.state_dir.clone();
+    new.runtime_dir = old.runtime_dir.clone();
+    new.admin_token_file = old.admin_token_file.clone();
+    let new = Arc::new(new);
+    ctx.set_settings(new.clone());
+    let found = plugins::discovery::discover(&new.plugin_dirs, new.health.metadata_timeout).await;
+    let changes = manager.reload(found).await;
+    manager.settled().await;
+    info!(%changes, "reload applied");
 }
 
 /// "serving 3/4 plugins; hello-py in backoff".

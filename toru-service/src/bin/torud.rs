@@ -1,19 +1,22 @@
-//! `torud`: parse arguments, load the configuration, build the runtime,
-//! bind, run until SIGTERM/SIGINT, exit with a meaningful code.
+//! `torud`: take systemd's sockets, parse arguments, load the configuration,
+//! build the runtime, serve until SIGTERM/SIGINT, exit with a meaningful code.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use toru_service::config::{self, SystemdDirs};
-use toru_service::{NoLifecycle, listen, logging};
+use toru_service::config::{self, ConfigError, Settings, SystemdDirs};
+use toru_service::systemd::{activation, notify};
+use toru_service::{listen, logging, signals};
 
 /// sysexits' EX_CONFIG: the configuration is unusable.
 const EX_CONFIG: u8 = 78;
+/// sysexits' EX_OSERR: the sockets systemd passed are unusable.
+const EX_OSERR: u8 = 71;
 
 /// The Toru plugin host.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "torud", version, about)]
 struct Args {
     /// Configuration file [default: /etc/toru/toru.toml, built-in defaults when missing].
@@ -28,23 +31,37 @@ struct Args {
     dev: bool,
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let loaded = if args.dev {
-        std::env::current_dir()
-            .map_err(|e| config::ConfigError {
+impl Args {
+    fn load(&self) -> Result<Settings, ConfigError> {
+        if self.dev {
+            let cwd = std::env::current_dir().map_err(|e| ConfigError {
                 problems: vec![format!("cannot tell the current folder: {e}")],
-            })
-            .and_then(|cwd| config::dev(&cwd))
-    } else {
-        config::load(args.config.as_deref(), &SystemdDirs::from_env())
+            })?;
+            config::dev(&cwd)
+        } else {
+            config::load(self.config.as_deref(), &SystemdDirs::from_env())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Before anything else, and before any thread exists: the descriptors
+    // systemd passed, with LISTEN_* removed from the environment.
+    let passed = match activation::take() {
+        Ok(passed) => passed,
+        Err(e) => {
+            eprintln!("torud: cannot take the sockets systemd passed: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
     };
-    let settings = match loaded {
+    let args = Args::parse();
+    let settings = match args.load() {
         Ok(settings) => settings,
         Err(e) => {
             for problem in &e.problems {
                 eprintln!("torud: config: {problem}");
             }
+            notify::status(&format!("configuration error: {}", e.problems.join("; ")));
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -64,57 +81,40 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let listeners = listen::bind(&settings.listen)?;
-        toru_service::run(
-            settings,
-            listeners,
-            shutdown_signal(),
-            Arc::new(NoLifecycle),
-        )
-        .await
+        let listeners = if passed.is_empty() {
+            listen::bind(&settings.listen)?
+        } else {
+            activation::into_listeners(passed)?
+        };
+        let (control, commands) = tokio::sync::mpsc::channel(4);
+        let reload_args = args.clone();
+        tokio::spawn(signals::forward(control, move || reload_args.load()));
+        let lifecycle = Arc::new(toru_service::systemd::notify::Systemd);
+        toru_service::run(settings, listeners, commands, lifecycle).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut chain = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                let cause = cause.to_string();
-                if !chain.contains(&cause) {
-                    chain.push_str(": ");
-                    chain.push_str(&cause);
-                }
-                source = cause_of(source);
-            }
+            let chain = cause_chain(&e);
             tracing::error!("{chain}");
             eprintln!("torud: {chain}");
+            notify::status(&format!("failed: {chain}"));
             ExitCode::FAILURE
         }
     }
 }
 
-fn cause_of<'a>(
-    error: Option<&'a (dyn std::error::Error + 'static)>,
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    error.and_then(std::error::Error::source)
-}
-
-/// Resolves at the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = int.recv() => tracing::info!("SIGINT"),
-            }
+/// The error and its causes, each said once.
+fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
         }
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "cannot watch for signals; stop torud with SIGKILL");
-            std::future::pending::<()>().await;
-        }
+        source = cause.source();
     }
+    chain
 }

@@ -21,6 +21,34 @@ pub struct Discovered {
     pub path: PathBuf,
     /// Its metadata, or why it cannot be used.
     pub metadata: Result<PluginMetadata, String>,
+    /// Which file it was, to tell a replaced binary on reload.
+    pub fingerprint: Fingerprint,
+}
+
+/// Identity and version of an executable (through symlinks): device, inode,
+/// size and modification time. A changed fingerprint means a new binary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fingerprint {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl Fingerprint {
+    /// The fingerprint of `path` now; all zero when it cannot be read.
+    pub fn of(path: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).map_or_else(
+            |_| Self::default(),
+            |m| Self {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            },
+        )
+    }
 }
 
 impl Discovered {
@@ -46,8 +74,13 @@ pub async fn discover(dirs: &[PathBuf], timeout: Duration) -> Vec<Discovered> {
         paths.extend(executables(dir));
     }
     let probes = paths.into_iter().map(|path| async move {
+        let fingerprint = Fingerprint::of(&path);
         let metadata = read_metadata(&path, timeout).await;
-        Discovered { path, metadata }
+        Discovered {
+            path,
+            metadata,
+            fingerprint,
+        }
     });
     let mut found = futures_util::future::join_all(probes).await;
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use toru_plugin_api::PluginMetadata;
 
+use super::discovery::Fingerprint;
 use super::link::PluginLink;
 use super::logs::PluginLogs;
 use super::supervisor::Command;
@@ -67,6 +68,8 @@ pub struct PluginHandle {
     pub metadata: Option<PluginMetadata>,
     /// Protocol version spoken.
     pub protocol: u32,
+    /// The executable's identity when discovered.
+    pub fingerprint: Fingerprint,
     /// Where it listens.
     pub socket: PathBuf,
     /// Its recent output.
@@ -82,11 +85,13 @@ impl PluginHandle {
     pub fn valid(
         metadata: PluginMetadata,
         path: PathBuf,
+        fingerprint: Fingerprint,
         socket: PathBuf,
         commands: mpsc::Sender<Command>,
     ) -> Self {
         let id = metadata.id.clone();
         Self {
+            fingerprint,
             protocol: metadata.protocol_version(),
             logs: PluginLogs::new(&id),
             id,
@@ -107,8 +112,9 @@ impl PluginHandle {
     }
 
     /// A plugin listed but never started, with the reason.
-    pub fn invalid(id: String, path: PathBuf, reason: String) -> Self {
+    pub fn invalid(id: String, path: PathBuf, fingerprint: Fingerprint, reason: String) -> Self {
         Self {
+            fingerprint,
             logs: PluginLogs::new(&id),
             id,
             path,
@@ -218,6 +224,12 @@ impl PluginHandle {
                 message: "torud is stopping".into(),
                 retry_after: None,
             })
+    }
+
+    /// Why it is invalid, if it is.
+    pub fn invalid_reason(&self) -> Option<String> {
+        let status = self.status();
+        (status.state == State::Invalid).then(|| status.error.clone().unwrap_or_default())
     }
 
     /// The API's view.

@@ -11,6 +11,8 @@ pub mod link;
 pub mod logs;
 /// Starting and signalling plugin processes.
 pub mod process;
+/// Applying a rescan of the plugin folders (SIGHUP).
+pub mod reload;
 /// Keeping one plugin running.
 pub mod supervisor;
 
@@ -33,8 +35,8 @@ use supervisor::{Command, supervise};
 /// What every supervisor needs.
 #[derive(Debug)]
 pub struct Context {
-    /// The configuration.
-    pub settings: Arc<Settings>,
+    /// The configuration; replaced on reload.
+    settings: RwLock<Arc<Settings>>,
     /// The database.
     pub store: Arc<Store>,
     /// Given to every plugin.
@@ -42,6 +44,31 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context for `settings`.
+    pub fn new(settings: Arc<Settings>, store: Arc<Store>, instance_id: String) -> Self {
+        Self {
+            settings: RwLock::new(settings),
+            store,
+            instance_id,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts a re-read configuration in force.
+    pub fn set_settings(&self, settings: Arc<Settings>) {
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = settings;
+    }
+
     /// The persisted record of `plugin` (enabled, not failed, when none).
     pub async fn record(&self, plugin: &str) -> PluginRecord {
         let (store, id) = (self.store.clone(), plugin.to_owned());
@@ -91,7 +118,7 @@ impl Context {
 
     /// The plugin's settings from `[plugins.<id>.config]`.
     pub fn plugin_config(&self, plugin: &str) -> serde_json::Map<String, serde_json::Value> {
-        self.settings
+        self.settings()
             .plugins
             .get(plugin)
             .map(|p| p.config.clone())
@@ -152,7 +179,7 @@ impl KvBackend for StoreKv {
 pub struct Manager {
     ctx: Arc<Context>,
     plugins: RwLock<Vec<Arc<PluginHandle>>>,
-    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    tasks: std::sync::Mutex<Vec<(Arc<PluginHandle>, JoinHandle<()>)>>,
 }
 
 impl Manager {
@@ -173,42 +200,54 @@ impl Manager {
     /// Takes over `found`: valid plugins get a supervisor (which starts them
     /// unless disabled or failed), invalid ones are only listed.
     pub fn load(&self, found: Vec<Discovered>) {
-        let sockets = self.ctx.settings.runtime_dir.join("plugins");
-        let mut handles = Vec::new();
-        let mut tasks = Vec::new();
-        for plugin in found {
-            let handle = match plugin.metadata {
-                Ok(metadata) => {
-                    let (tx, rx) = mpsc::channel(16);
-                    let socket = sockets.join(format!("{}.sock", metadata.id));
-                    let handle = Arc::new(PluginHandle::valid(metadata, plugin.path, socket, tx));
-                    tasks.push(tokio::spawn(supervise(
-                        handle.clone(),
-                        self.ctx.clone(),
-                        rx,
-                    )));
-                    handle
-                }
-                Err(reason) => {
-                    let id = Discovered {
-                        path: plugin.path.clone(),
-                        metadata: Err(String::new()),
-                    }
-                    .key();
-                    warn!(plugin = %id, path = %plugin.path.display(), %reason, "invalid plugin listed, not started");
-                    Arc::new(PluginHandle::invalid(id, plugin.path, reason))
-                }
-            };
-            handles.push(handle);
-        }
+        let handles: Vec<_> = found.into_iter().map(|plugin| self.adopt(plugin)).collect();
         self.plugins
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(handles);
-        self.tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(tasks);
+    }
+
+    /// A handle for `plugin`, with its supervisor running when it is valid.
+    fn adopt(&self, plugin: Discovered) -> Arc<PluginHandle> {
+        match plugin.metadata {
+            Ok(metadata) => {
+                let (tx, rx) = mpsc::channel(16);
+                let socket = self
+                    .ctx
+                    .settings()
+                    .runtime_dir
+                    .join("plugins")
+                    .join(format!("{}.sock", metadata.id));
+                let handle = Arc::new(PluginHandle::valid(
+                    metadata,
+                    plugin.path,
+                    plugin.fingerprint,
+                    socket,
+                    tx,
+                ));
+                let task = tokio::spawn(supervise(handle.clone(), self.ctx.clone(), rx));
+                self.tasks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((handle.clone(), task));
+                handle
+            }
+            Err(reason) => {
+                let id = Discovered {
+                    path: plugin.path.clone(),
+                    metadata: Err(String::new()),
+                    fingerprint: plugin.fingerprint,
+                }
+                .key();
+                warn!(plugin = %id, path = %plugin.path.display(), %reason, "invalid plugin listed, not started");
+                Arc::new(PluginHandle::invalid(
+                    id,
+                    plugin.path,
+                    plugin.fingerprint,
+                    reason,
+                ))
+            }
+        }
     }
 
     /// Resolves when every plugin has started, failed, or is not to run.
@@ -246,15 +285,28 @@ impl Manager {
             .cloned()
     }
 
-    /// Stops every plugin (concurrently) and waits for their supervisors.
-    pub async fn shutdown(&self, timeout: Duration) {
-        let plugins = self.list();
+    /// Stops `plugins` (concurrently) and waits for their supervisors.
+    async fn stop(&self, plugins: &[Arc<PluginHandle>], timeout: Duration) {
         let stops = plugins.iter().map(|p| p.command(Command::Stop));
         futures_util::future::join_all(stops).await;
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
-        let all = futures_util::future::join_all(tasks);
-        if tokio::time::timeout(timeout, all).await.is_err() {
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut all = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+            let (stopped, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|(handle, _)| plugins.iter().any(|p| Arc::ptr_eq(p, handle)));
+            *all = kept;
+            stopped.into_iter().map(|(_, task)| task).collect()
+        };
+        if tokio::time::timeout(timeout, futures_util::future::join_all(tasks))
+            .await
+            .is_err()
+        {
             warn!("some plugins did not stop in time");
         }
+    }
+
+    /// Stops every plugin (concurrently) and waits for their supervisors.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.stop(&self.list(), timeout).await;
     }
 }

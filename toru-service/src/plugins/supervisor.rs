@@ -127,7 +127,8 @@ pub async fn supervise(
             Next::Run => match run_once(&handle, &ctx, &mut commands).await {
                 Outcome::Stopped(next) => next,
                 Outcome::Crashed { uptime, reason } => {
-                    let policy = &ctx.settings.restart;
+                    let settings = ctx.settings();
+                    let policy = &settings.restart;
                     let now = Instant::now();
                     if uptime >= policy.stable_after {
                         failures.clear();
@@ -191,11 +192,12 @@ async fn run_once(
             format!("cannot prepare {}: {e}", handle.socket.display()),
         );
     }
+    let settings = ctx.settings();
     let env = PluginEnv {
         socket: &handle.socket,
         plugin_id: &handle.id,
         instance_id: &ctx.instance_id,
-        home: &ctx.settings.runtime_dir,
+        home: &settings.runtime_dir,
     };
     let mut child = match spawn(&handle.path, &env) {
         Ok(child) => child,
@@ -246,7 +248,7 @@ async fn run_once(
     )
     .await;
 
-    let health = &ctx.settings.health;
+    let health = settings.health.clone();
     let mut ping = tokio::time::interval_at(
         tokio::time::Instant::now() + health.ping_interval,
         health.ping_interval,
@@ -298,7 +300,7 @@ async fn run_once(
                 if command == Some(Command::Enable) {
                     continue;
                 }
-                stop_process(handle, &mut child, Some(&link), ctx.settings.shutdown_timeout).await;
+                stop_process(handle, &mut child, Some(&link), ctx.settings().shutdown_timeout).await;
                 return Outcome::Stopped(after_stop(handle, ctx, command).await);
             }
         }
@@ -341,7 +343,7 @@ async fn closed(connection: Option<&HostConnection>) {
 
 /// Waits for the socket to accept, then says `init` in the plugin's protocol.
 async fn connect(handle: &PluginHandle, ctx: &Context) -> Result<PluginLink, String> {
-    let timeout = ctx.settings.health.start_timeout;
+    let timeout = ctx.settings().health.start_timeout;
     let deadline = Instant::now() + timeout;
     let stream = loop {
         match tokio::net::UnixStream::connect(&handle.socket).await {

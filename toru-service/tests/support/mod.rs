@@ -130,9 +130,15 @@ backoff_max = "500ms"
     /// Starts torud and waits until it serves and its plugins settled.
     pub async fn start(&self) -> Torud {
         self.write_config();
-        let child = Command::new(TORUD)
-            .arg("--config")
-            .arg(&self.config)
+        let mut command = Command::new(TORUD);
+        command.arg("--config").arg(&self.config);
+        self.launch(command).await
+    }
+
+    /// Runs `command` (which starts torud on this setup's config, perhaps
+    /// through a wrapper) and waits until torud serves and plugins settled.
+    pub async fn launch(&self, mut command: Command) -> Torud {
+        let child = command
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
