@@ -1,9 +1,16 @@
 //! Request bodies, read whole but never beyond the configured limit.
+//!
+//! A refused body is drained (up to [`LINGER_BYTES`] and [`LINGER_TIME`])
+//! before the 413 goes out, as nginx's lingering close does: a client still
+//! writing its body would otherwise see the connection reset instead of
+//! reading the answer.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::CONTENT_LENGTH;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::api::ApiError;
@@ -21,17 +28,43 @@ pub(crate) async fn read(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if announced.is_some_and(|len| len > limit as u64) {
+        linger(body).await;
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    // Chunked bodies (and HTTP/2 bodies without content-length) are cut off
-    // as soon as they pass the limit.
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge(limit))
+    // Chunked bodies (and HTTP/2 bodies without content-length) are
+    // refused as soon as they pass the limit.
+    let mut body = body;
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > limit {
+                linger(body).await;
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+            collected.extend_from_slice(&data);
         }
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "could not read the request body: {e}"
-        ))),
     }
+    Ok(Bytes::from(collected))
+}
+
+/// Most bytes of a refused body read and thrown away before answering.
+pub(crate) const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest time spent doing so.
+pub(crate) const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and discards what is left of `body`, within the linger bounds;
+/// a client sending more than that is cut off (its connection closes).
+async fn linger(mut body: Incoming) {
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > LINGER_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
