@@ -336,3 +336,96 @@ fn a_passed_descriptor_that_is_not_a_listening_socket_is_refused() {
     assert_ne!(code, Some(0));
     assert!(stderr.contains("not a stream socket"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_restarts_replaced_stops_removed_and_keeps_the_rest() {
+    let setup = Setup::new();
+    slow_plugin(&setup, "swap", "0");
+    let torud = setup.start().await;
+    let keep = torud.plugin("hello-py").await["pid"].clone();
+    let old_swap = torud.plugin("swap").await["pid"].as_u64().unwrap() as u32;
+    let old_hello = torud.plugin("hello").await["pid"].as_u64().unwrap() as u32;
+
+    // A new binary for swap (same id), hello removed, a broken config
+    // change refused first.
+    std::fs::write(&setup.config, "this is not toml").unwrap();
+    signal(torud.pid(), "HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        torud.get("/api/health").await.status,
+        200,
+        "a broken config took torud down"
+    );
+    setup.write_config();
+    std::thread::sleep(Duration::from_millis(20));
+    slow_plugin(&setup, "swap", "0.1");
+    std::fs::remove_file(setup.plugins.join("hello")).unwrap();
+    signal(torud.pid(), "HUP");
+
+    let deadline = Instant::now() + LONG;
+    loop {
+        let plugins = torud.get("/api/plugins").await.json();
+        let ids: Vec<String> = plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect();
+        let swap = plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "swap")
+            .cloned();
+        if !ids.contains(&"hello".to_owned())
+            && swap.as_ref().is_some_and(|s| {
+                s["state"] == "running" && s["pid"].as_u64() != Some(u64::from(old_swap))
+            })
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reload not applied: {plugins}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        torud.plugin("hello-py").await["pid"],
+        keep,
+        "an unchanged plugin was restarted"
+    );
+    for pid in [old_swap, old_hello] {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} of a replaced or removed plugin survived"
+        );
+    }
+    assert_eq!(torud.get("/api/plugins/route/hello/").await.status, 404);
+    let events = torud.get("/api/events").await.json().to_string();
+    assert!(events.contains("\"removed\""), "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_start_extends_the_start_timeout() {
+    let setup = Setup::empty();
+    slow_plugin(&setup, "slow", "3");
+    let mut notify = Notify::bind(setup.dir.path());
+    setup.write_config();
+    let mut command = Command::new(TORUD);
+    command
+        .arg("--config")
+        .arg(&setup.config)
+        .env("NOTIFY_SOCKET", &notify.path);
+    let _torud = setup.launch(command).await;
+    notify.wait_for("READY=1", LONG);
+    let messages = notify.messages();
+    let extend = messages
+        .iter()
+        .position(|m| m.lines().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")));
+    let ready = messages.iter().position(|m| m.contains("READY=1"));
+    assert!(extend.is_some() && extend < ready, "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("STATUS=starting: serving 0/1 plugins; slow starting")),
+        "{messages:?}"
+    );
+}
