@@ -8,6 +8,7 @@
 //! | `GET /kv/{key}`   | the stored value, or 404                        |
 //! | `GET /bundle.js`  | the front-end script                            |
 //! | `GET /slow?ms=N`  | answers after N ms (at most 60 s)               |
+//! | `GET /log?level=L&msg=M` | logs M at L (`error`, `warn`, `info`, `debug`, `trace`), or writes it to stderr as it is (`plain`) |
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -83,6 +84,20 @@ impl ToruPlugin for Hello {
                 Ok(HttpResponse::json(
                     &serde_json::json!({ "slept_ms": ms.min(60_000) }),
                 ))
+            }
+            ("GET", "/log") => {
+                let msg = req.query_param("msg").unwrap_or_default();
+                match req.query_param("level").as_deref().unwrap_or("info") {
+                    "error" => tracing::error!("{msg}"),
+                    "warn" => tracing::warn!("{msg}"),
+                    "info" => tracing::info!("{msg}"),
+                    "debug" => tracing::debug!("{msg}"),
+                    "trace" => tracing::trace!("{msg}"),
+                    // What a plugin that knows nothing of levels writes.
+                    "plain" => eprintln!("{msg}"),
+                    _ => return Err(PluginError::http(400, "unknown level")),
+                }
+                Ok(HttpResponse::new(204))
             }
             (method, path) if path.starts_with("/kv/") => {
                 let key = &path["/kv/".len()..];

@@ -271,3 +271,31 @@ async fn a_stale_socket_file_is_replaced() {
     let _ = child.wait();
     assert!(stream.is_ok());
 }
+
+#[tokio::test]
+async fn the_log_route_writes_one_line_at_the_level_asked() {
+    let plugin = Plugin::start();
+    let host = plugin.connect(Arc::default()).await;
+    for (query, status) in [
+        ("level=warn&msg=disk%20low", 204),
+        ("level=plain&msg=no%20level%20here", 204),
+        ("level=loud&msg=x", 400),
+    ] {
+        let answer = host
+            .http(request("GET", &format!("/log?{query}"), ""), LONG)
+            .await
+            .unwrap();
+        assert_eq!(answer.status, status, "{query}");
+    }
+    host.shutdown(Duration::from_secs(5)).await.unwrap();
+    tokio::time::timeout(LONG, host.closed()).await.unwrap();
+    let (code, stderr) = plugin.wait();
+    assert_eq!(code, Some(0), "{stderr}");
+    let warn = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|entry| entry["message"] == "disk low")
+        .unwrap_or_else(|| panic!("no JSON line for the warning: {stderr}"));
+    assert_eq!(warn["level"], "WARN");
+    assert!(stderr.lines().any(|l| l == "no level here"), "{stderr}");
+}
