@@ -23,8 +23,9 @@
 //! * [`daemon`] — [`api::Backend`] over manager, store and metrics.
 //! * [`metrics`] — Prometheus exposition.
 //! * [`listen`] — binding the configured listeners.
-//! * [`systemd`] — socket activation, sd_notify, watchdog.
+//! * [`systemd`] — socket activation, sd_notify, watchdog, journal detection.
 //! * [`signals`] — SIGTERM/SIGINT and SIGHUP into [`Control`] messages.
+//! * [`logging`] — the journal when stderr is the journal, else stderr.
 
 #![deny(unsafe_code)]
 
@@ -38,7 +39,7 @@ pub mod daemon;
 pub mod http;
 /// Binding listeners from the configuration.
 pub mod listen;
-/// Logging to stderr.
+/// Logging: native journal entries when stderr is the journal, else stderr lines.
 pub mod logging;
 /// `/metrics`.
 pub mod metrics;
@@ -48,7 +49,7 @@ pub mod plugins;
 pub mod signals;
 /// The redb store.
 pub mod store;
-/// Socket activation and sd_notify.
+/// Socket activation, sd_notify, journal detection.
 pub mod systemd;
 
 use std::sync::Arc;

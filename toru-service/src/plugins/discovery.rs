@@ -107,7 +107,7 @@ pub async fn discover(dirs: &[PathBuf], timeout: Duration) -> Vec<Discovered> {
         };
         match collision {
             Some(reason) => {
-                warn!(path = %plugin.path.display(), %reason, "plugin not started");
+                warn!(plugin = %metadata.id, path = %plugin.path.display(), %reason, "plugin not started");
                 plugin.metadata = Err(reason);
             }
             None => {
@@ -202,6 +202,6 @@ pub async fn read_metadata(path: &Path, timeout: Duration) -> Result<PluginMetad
     let metadata: PluginMetadata = serde_json::from_slice(&out)
         .map_err(|e| format!("--metadata printed no valid metadata JSON: {e}"))?;
     metadata.validate().map_err(|e| e.to_string())?;
-    debug!(path = %path.display(), id = %metadata.id, protocol = metadata.protocol_version(), "plugin found");
+    debug!(plugin = %metadata.id, path = %path.display(), protocol = metadata.protocol_version(), "plugin found");
     Ok(metadata)
 }

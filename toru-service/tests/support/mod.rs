@@ -266,7 +266,8 @@ impl Torud {
         }
     }
 
-    async fn wait_ready(&self) {
+    /// Polls until torud serves on its Unix socket and no plugin is `starting`.
+    pub async fn wait_ready(&self) {
         let deadline = Instant::now() + LONG;
         loop {
             if let Ok(stream) = tokio::net::UnixStream::connect(&self.unix).await {
@@ -287,11 +288,13 @@ impl Torud {
         }
     }
 
-    /// SIGTERM, then waits for the exit; returns (code, stderr).
+    /// SIGTERM, then waits for the exit; returns (code, stderr). The child
+    /// stays owned until it exited, so a panic here still kills it on drop.
     pub fn stop(&mut self) -> (Option<i32>, String) {
-        let mut child = self.child.take().unwrap();
-        signal(child.id(), "TERM");
-        wait_exit(&mut child)
+        signal(self.pid(), "TERM");
+        let result = wait_exit(self.child.as_mut().unwrap());
+        self.child = None;
+        result
     }
 }
 
