@@ -174,9 +174,35 @@ pub struct Torud {
 impl Drop for Torud {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_with_plugins(&mut child);
         }
+    }
+}
+
+/// SIGKILL to torud and to the process group of each of its children: the
+/// plugins lead their own groups and would outlive torud otherwise. torud is
+/// stopped first so that it starts no plugin while its children are listed.
+pub fn kill_with_plugins(torud: &mut Child) {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(torud.id() as i32);
+    let _ = kill(pid, Signal::SIGSTOP);
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+    let children: Vec<i32> = tasks
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    let _ = torud.kill();
+    let _ = torud.wait();
+    for child in children {
+        let _ = killpg(Pid::from_raw(child), Signal::SIGKILL);
     }
 }
 
