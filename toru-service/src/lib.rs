@@ -25,11 +25,14 @@
 //! * [`listen`] — binding the configured listeners.
 //! * [`systemd`] — socket activation, sd_notify, watchdog.
 //! * [`signals`] — SIGTERM/SIGINT and SIGHUP into [`Control`] messages.
+//! * [`cli`] — `toructl`, the command line over the API.
 
 #![deny(unsafe_code)]
 
 /// The gateway's view of torud, and the error → status mapping.
 pub mod api;
+/// `toructl`.
+pub mod cli;
 /// `toru.toml`.
 pub mod config;
 /// `Backend` over the running parts.
