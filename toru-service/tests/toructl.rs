@@ -17,7 +17,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_instance_id() {
     let setup = Setup::new();
-    let torud = setup.start().await;
+    let mut torud = setup.start().await;
     let instance = torud.get("/api/instance").await.json()["instance_id"]
         .as_str()
         .unwrap()
@@ -41,12 +41,13 @@ async fn status_and_instance_id() {
     assert_eq!(text, format!("{instance}\n"));
     let json = ctl_tcp(&torud, &["--json", "instance-id"]).ok().json();
     assert_eq!(json, serde_json::json!({ "instance_id": instance }));
+    torud.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_list_and_show() {
     let setup = Setup::new();
-    let torud = setup.start().await;
+    let mut torud = setup.start().await;
 
     for run in [ctl(&torud, &["plugins", "list"]), ctl(&torud, &["plugins"])] {
         let text = run.ok().stdout;
@@ -95,12 +96,13 @@ async fn plugins_list_and_show() {
         .json();
     assert_eq!(json["protocol"], 1);
     assert_eq!(json["state"], "running");
+    torud.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enable_disable_restart_wait_for_the_plugin() {
     let setup = Setup::new();
-    let torud = setup.start().await;
+    let mut torud = setup.start().await;
 
     let text = ctl(&torud, &["plugins", "disable", "hello-py"]).ok().stdout;
     assert_eq!(text, "disabled hello-py: disabled\n");
@@ -146,12 +148,13 @@ async fn enable_disable_restart_wait_for_the_plugin() {
         ok
     );
     assert_ne!(torud.plugin("hello").await["pid"], pid);
+    torud.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_as_text_and_json() {
     let setup = Setup::new();
-    let torud = setup.start().await;
+    let mut torud = setup.start().await;
     fail_a_request(&torud).await;
 
     let text = ctl(&torud, &["plugins", "logs", "hello"]).ok().stdout;
@@ -180,6 +183,7 @@ async fn logs_as_text_and_json() {
     for field in ["timestamp", "level", "message"] {
         assert!(lines[0].get(field).is_some(), "{page}");
     }
+    torud.stop();
 }
 
 /// A request whose handler fails: the SDK logs "request failed" (an empty
@@ -198,7 +202,7 @@ async fn fail_a_request(torud: &Torud) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_prints_a_line_written_after_it_started() {
     let setup = Setup::new();
-    let torud = setup.start().await;
+    let mut torud = setup.start().await;
     for json in [false, true] {
         let mut command = command();
         command
@@ -236,12 +240,13 @@ async fn follow_prints_a_line_written_after_it_started() {
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(0), "Ctrl-C ends following cleanly");
     }
+    torud.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_get_set_delete_list() {
     let setup = Setup::new();
-    let torud = setup.start().await;
+    let mut torud = setup.start().await;
 
     let set = ctl(&torud, &["kv", "set", "hello", "colour", "blue"])
         .ok()
@@ -313,12 +318,13 @@ async fn kv_get_set_delete_list() {
         .ok()
         .json();
     assert_eq!(json["value"], "two\nlines");
+    torud.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_as_text_and_json() {
     let setup = Setup::new();
-    let torud = setup.start().await;
+    let mut torud = setup.start().await;
     ctl(&torud, &["plugins", "restart", "hello-py"]).ok();
 
     let text = ctl(&torud, &["events"]).ok().stdout;
@@ -353,4 +359,5 @@ async fn events_as_text_and_json() {
         .ok()
         .json();
     assert_eq!(json["events"].as_array().unwrap().len(), 1);
+    torud.stop();
 }

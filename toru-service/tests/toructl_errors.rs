@@ -18,7 +18,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_plugins_and_refused_operations_exit_1() {
     let setup = Setup::new();
-    let torud = setup.start().await;
+    let mut torud = setup.start().await;
     for args in [
         &["plugins", "show", "nosuch"][..],
         &["plugins", "enable", "nosuch"],
@@ -57,6 +57,7 @@ async fn unknown_plugins_and_refused_operations_exit_1() {
         "value of 1048577 bytes exceeds the limit of 1048576 bytes",
     );
     ctl(&torud, &["kv", "get", "hello", "big"]).fails(1, "no key");
+    torud.stop();
 }
 
 #[test]
@@ -135,7 +136,7 @@ fn unreachable_torud_exits_69() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_exits_77_and_a_missing_one_1() {
     let setup = Setup::new();
-    let torud = setup.start().await;
+    let mut torud = setup.start().await;
     let url = format!("http://127.0.0.1:{}", torud.port);
     let wrong = setup.dir.path().join("wrong.token");
     std::fs::write(&wrong, "not-the-token\n").unwrap();
@@ -156,6 +157,7 @@ async fn a_wrong_token_exits_77_and_a_missing_one_1() {
         "status",
     ])
     .fails(1, "cannot read the admin token");
+    torud.stop();
 }
 
 /// Runs `args` as `nobody` with a copy of toructl that `nobody` can execute.
@@ -189,7 +191,7 @@ async fn the_socket_mode_decides_who_may_connect() {
         return;
     }
     let setup = Setup::new();
-    let torud = setup.start().await;
+    let mut torud = setup.start().await;
     // Let `nobody` reach the socket's folder, so that only its mode decides.
     let open = |path: &Path, mode| {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -224,6 +226,7 @@ async fn the_socket_mode_decides_who_may_connect() {
         &["--url", &url, "--token-file", token, "status"],
     )
     .fails(77, "permission denied reading the admin token");
+    torud.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +236,7 @@ async fn colour_only_on_a_terminal_without_no_color() {
         return;
     }
     let setup = Setup::new();
-    let torud = setup.start().await;
+    let mut torud = setup.start().await;
     let on_terminal = |no_color: Option<&str>| {
         let line = format!("{TORUCTL} --socket {} plugins list", torud.unix.display());
         let mut command = Command::new("script");
@@ -257,6 +260,7 @@ async fn colour_only_on_a_terminal_without_no_color() {
     );
     // NO_COLOR set but empty does not count (https://no-color.org).
     assert!(on_terminal(Some("")).ok().stdout.contains('\x1b'));
+    torud.stop();
 }
 
 #[test]

@@ -1,4 +1,7 @@
 //! Running the real `toructl` binary against a torud of `support`.
+//!
+//! The tests end with `torud.stop()`: a graceful stop takes the plugins
+//! down with torud, where the kill of `Torud`'s drop leaves them running.
 
 #![allow(dead_code, unreachable_pub)]
 
