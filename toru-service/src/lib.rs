@@ -26,11 +26,14 @@
 //! * [`systemd`] — socket activation, sd_notify, watchdog, journal detection.
 //! * [`signals`] — SIGTERM/SIGINT and SIGHUP into [`Control`] messages.
 //! * [`logging`] — the journal when stderr is the journal, else stderr.
+//! * [`cli`] — `toructl`, the command line over the API.
 
 #![deny(unsafe_code)]
 
 /// The gateway's view of torud, and the error → status mapping.
 pub mod api;
+/// `toructl`.
+pub mod cli;
 /// `toru.toml`.
 pub mod config;
 /// `Backend` over the running parts.

@@ -54,3 +54,5 @@ mod tests;
 
 pub use auth::AdminToken;
 pub use server::{HttpOptions, Listener, serve};
+
+pub(crate) use routes::is_name;
