@@ -43,6 +43,12 @@ pub struct PluginView {
     pub error: Option<String>,
     /// Where the plugin listens.
     pub socket_path: String,
+    /// The plugin's cgroup as `/proc/PID/cgroup` names it, while it runs in one.
+    pub cgroup: Option<String>,
+    /// Memory its cgroup uses (`memory.current`), where the kernel says.
+    pub memory_bytes: Option<u64>,
+    /// CPU time its cgroup used in this run, in µs (`cpu.stat` `usage_usec`).
+    pub cpu_usec: Option<u64>,
 }
 
 /// One line a plugin wrote (`GET /api/plugins/{id}/logs`).

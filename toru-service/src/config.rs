@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Per-plugin resource limits.
+mod limits;
+pub use limits::{CPU_PERIOD_USEC, Max, ResourceLimits};
+
 /// Where torud looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/toru/toru.toml";
 
@@ -81,6 +85,8 @@ pub struct HealthPolicy {
 pub struct PluginSettings {
     /// Handed to the plugin in `init` as its `config`.
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// Enforced through the plugin's cgroup, where the controller exists.
+    pub limits: ResourceLimits,
 }
 
 /// The validated configuration.
@@ -187,6 +193,9 @@ struct RawHealth {
 struct RawPlugin {
     #[serde(default)]
     config: toml::Table,
+    memory_max: Option<toml::Value>,
+    pids_max: Option<toml::Value>,
+    cpu_max: Option<toml::Value>,
 }
 
 /// The configuration of `torud --dev`: the example plugins of a source
@@ -425,7 +434,14 @@ fn validate(raw: RawConfig, dirs: &SystemdDirs, problems: &mut Vec<String>) -> S
                 continue;
             }
         };
-        plugins.insert(id, PluginSettings { config });
+        let limits = ResourceLimits::parse(
+            &format!("plugins.{id}"),
+            plugin.memory_max,
+            plugin.pids_max,
+            plugin.cpu_max,
+            problems,
+        );
+        plugins.insert(id, PluginSettings { config, limits });
     }
 
     Settings {

@@ -18,6 +18,7 @@
 //! * [`config`] — `toru.toml` into validated [`Settings`].
 //! * [`store`] — redb: instance id, plugin KV, plugin state, events.
 //! * [`plugins`] — discovery, supervision, processes, links, logs.
+//! * [`cgroup`] — torud's delegated cgroup: one group per plugin, limits, kill.
 //! * [`http`] — the hyper server, routes, auth.
 //! * [`api`] — the seam between `http` and the rest; errors → statuses.
 //! * [`daemon`] — [`api::Backend`] over manager, store and metrics.
@@ -28,10 +29,14 @@
 //! * [`logging`] — the journal when stderr is the journal, else stderr.
 //! * [`cli`] — `toructl`, the command line over the API.
 
+// `deny`, not `forbid`: adopting systemd's sockets and placing a plugin in
+// its cgroup between fork and exec are the places allowed `unsafe`.
 #![deny(unsafe_code)]
 
 /// The gateway's view of torud, and the error → status mapping.
 pub mod api;
+/// The delegated cgroup v2 subtree: plugin groups, limits, kill, usage.
+pub mod cgroup;
 /// `toructl`.
 pub mod cli;
 /// `toru.toml`.
@@ -179,7 +184,13 @@ pub async fn run(
         ),
     );
 
-    let ctx = Arc::new(Context::new(settings.clone(), store.clone(), instance_id));
+    let cgroups = take_over_cgroups(&settings).await;
+    let ctx = Arc::new(Context::new(
+        settings.clone(),
+        store.clone(),
+        instance_id,
+        cgroups,
+    ));
     let manager = Manager::new(ctx.clone());
     lifecycle.status("discovering plugins");
     let found =
@@ -360,6 +371,37 @@ pub fn status_line(daemon: &Daemon) -> String {
         }
     }
     line
+}
+
+/// torud's delegated cgroup, taken over (torud in `supervisor/`, leftovers
+/// of a torud that died removed); `None`, said once, when there is none.
+async fn take_over_cgroups(settings: &Settings) -> Option<Arc<cgroup::Cgroups>> {
+    let limited: Vec<&str> = settings
+        .plugins
+        .iter()
+        .filter(|(_, p)| p.limits.any())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    match tokio::task::spawn_blocking(cgroup::Cgroups::start).await {
+        Ok(Ok(cgroups)) => {
+            cgroups.warn_unenforced(&settings.plugins);
+            Some(Arc::new(cgroups))
+        }
+        Ok(Err(reason)) => {
+            warn!("cgroup2 not writable ({reason}): plugins run in process groups");
+            if !limited.is_empty() {
+                warn!(
+                    plugins = %limited.join(", "),
+                    "memory_max, pids_max and cpu_max are not enforced without a writable cgroup2"
+                );
+            }
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "cgroup detection failed: plugins run in process groups");
+            None
+        }
+    }
 }
 
 fn record(store: &Store, event: Event) {

@@ -37,6 +37,8 @@ pub struct Metrics {
     latency: Family<PluginLabels, Histogram>,
     restarts: Family<PluginLabels, Gauge>,
     state: Family<StateLabels, Gauge>,
+    memory: Family<PluginLabels, Gauge>,
+    cpu: Family<PluginLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     resident: Gauge,
     open_fds: Gauge,
     uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -66,6 +68,8 @@ impl Metrics {
         );
         let restarts = Family::<PluginLabels, Gauge>::default();
         let state = Family::<StateLabels, Gauge>::default();
+        let memory = Family::<PluginLabels, Gauge>::default();
+        let cpu = Family::<PluginLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let resident = Gauge::default();
         let open_fds = Gauge::default();
         let uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
@@ -90,6 +94,16 @@ impl Metrics {
             state.clone(),
         );
         registry.register(
+            "plugin_memory_bytes",
+            "Memory used by each running plugin's cgroup (memory.current), where the kernel says",
+            memory.clone(),
+        );
+        registry.register(
+            "plugin_cpu_seconds",
+            "CPU time used by each running plugin's cgroup in its current run (cpu.stat)",
+            cpu.clone(),
+        );
+        registry.register(
             "process_resident_memory_bytes",
             "torud's resident memory",
             resident.clone(),
@@ -110,6 +124,8 @@ impl Metrics {
             latency,
             restarts,
             state,
+            memory,
+            cpu,
             resident,
             open_fds,
             uptime,
@@ -135,6 +151,8 @@ impl Metrics {
     /// The exposition text, with plugin and process figures taken now.
     pub fn render(&self, plugins: &[PluginView]) -> String {
         self.state.clear();
+        self.memory.clear();
+        self.cpu.clear();
         for plugin in plugins {
             let labels = PluginLabels {
                 plugin: plugin.id.clone(),
@@ -148,6 +166,14 @@ impl Metrics {
                     state: plugin.state.to_owned(),
                 })
                 .set(1);
+            if let Some(bytes) = plugin.memory_bytes {
+                self.memory
+                    .get_or_create(&labels)
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            if let Some(usec) = plugin.cpu_usec {
+                self.cpu.get_or_create(&labels).set(usec as f64 / 1e6);
+            }
         }
         if let Some(rss) = resident_bytes() {
             self.resident.set(rss);
@@ -176,4 +202,54 @@ fn resident_bytes() -> Option<i64> {
         .ok()
         .flatten()?;
     Some(pages * page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: &str, memory_bytes: Option<u64>, cpu_usec: Option<u64>) -> PluginView {
+        PluginView {
+            id: id.into(),
+            name: id.into(),
+            version: "1".into(),
+            author: None,
+            icon: String::new(),
+            route: format!("/{id}"),
+            protocol: 2,
+            path: String::new(),
+            enabled: true,
+            running: true,
+            health: "healthy",
+            state: "running",
+            pid: Some(1),
+            restarts: 0,
+            error: None,
+            socket_path: String::new(),
+            cgroup: None,
+            memory_bytes,
+            cpu_usec,
+        }
+    }
+
+    #[test]
+    fn plugin_usage_is_shown_where_known() {
+        let metrics = Metrics::new();
+        let text = metrics.render(&[
+            view("a", Some(4096), Some(1_500_000)),
+            view("b", None, None),
+        ]);
+        assert!(
+            text.contains("toru_plugin_memory_bytes{plugin=\"a\"} 4096"),
+            "{text}"
+        );
+        assert!(
+            text.contains("toru_plugin_cpu_seconds{plugin=\"a\"} 1.5"),
+            "{text}"
+        );
+        assert!(!text.contains("memory_bytes{plugin=\"b\"}"), "{text}");
+        // A plugin that stopped is no longer shown.
+        let text = metrics.render(&[view("a", None, None)]);
+        assert!(!text.contains("toru_plugin_cpu_seconds{"), "{text}");
+    }
 }

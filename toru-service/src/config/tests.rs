@@ -162,3 +162,53 @@ fn the_dev_config_is_valid_and_anchored() {
         ListenAddr::Unix("/src/toru/target/toru-dev/run/toru.sock".into())
     );
 }
+
+#[test]
+fn plugin_limits_are_read_and_bad_ones_listed_with_their_key() {
+    let text = r#"
+        [plugins.hello]
+        memory_max = "256M"
+        pids_max = 64
+        cpu_max = "50%"
+        [plugins.hello.config]
+        greeting = "hi"
+        [plugins.other]
+        memory_max = 1048576
+        pids_max = "max"
+    "#;
+    let s = parse(text, &no_env()).unwrap();
+    assert_eq!(
+        s.plugins["hello"].limits,
+        ResourceLimits {
+            memory_max: Some(Max::Value(256 << 20)),
+            pids_max: Some(Max::Value(64)),
+            cpu_max: Some(Max::Value(50_000)),
+        }
+    );
+    assert_eq!(s.plugins["hello"].config["greeting"], "hi");
+    assert_eq!(
+        s.plugins["other"].limits.memory_max,
+        Some(Max::Value(1 << 20))
+    );
+    assert_eq!(s.plugins["other"].limits.pids_max, Some(Max::Unlimited));
+    assert_eq!(s.plugins["other"].limits.cpu_max, None);
+
+    let text = r#"
+        [plugins.hello]
+        memory_max = "lots"
+        pids_max = 0
+        cpu_max = "50"
+        cpu_shares = 3
+    "#;
+    let err = parse(text, &no_env()).unwrap_err();
+    let all = err.problems.join("\n");
+    for key in [
+        "plugins.hello.memory_max",
+        "plugins.hello.pids_max",
+        "plugins.hello.cpu_max",
+        "plugins.hello.cpu_shares",
+    ] {
+        assert!(all.contains(key), "{key} missing from:\n{all}");
+    }
+    assert_eq!(err.problems.len(), 4, "{all}");
+}

@@ -13,6 +13,7 @@ use super::link::PluginLink;
 use super::logs::PluginLogs;
 use super::supervisor::Command;
 use crate::api::{ApiError, PluginView};
+use crate::cgroup::PluginGroup;
 
 /// Where a plugin is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,6 +77,7 @@ pub struct PluginHandle {
     pub logs: Arc<PluginLogs>,
     status: Mutex<Status>,
     link: RwLock<Option<Arc<PluginLink>>>,
+    group: RwLock<Option<Arc<PluginGroup>>>,
     settled: watch::Sender<bool>,
     commands: Option<mpsc::Sender<Command>>,
 }
@@ -106,6 +108,7 @@ impl PluginHandle {
                 next_attempt: None,
             }),
             link: RwLock::new(None),
+            group: RwLock::new(None),
             settled: watch::Sender::new(false),
             commands: Some(commands),
         }
@@ -129,6 +132,7 @@ impl PluginHandle {
                 next_attempt: None,
             }),
             link: RwLock::new(None),
+            group: RwLock::new(None),
             settled: watch::Sender::new(true),
             commands: None,
         }
@@ -197,6 +201,19 @@ impl PluginHandle {
         *self.link.write().unwrap_or_else(PoisonError::into_inner) = link;
     }
 
+    /// The cgroup the plugin runs in, while it has one.
+    pub fn group(&self) -> Option<Arc<PluginGroup>> {
+        self.group
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets or clears the cgroup.
+    pub fn set_group(&self, group: Option<Arc<PluginGroup>>) {
+        *self.group.write().unwrap_or_else(PoisonError::into_inner) = group;
+    }
+
     /// The plugin has started or failed once: torud may report ready.
     pub fn settle(&self) {
         self.settled.send_replace(true);
@@ -234,6 +251,8 @@ impl PluginHandle {
 
     /// The API's view.
     pub fn view(&self) -> PluginView {
+        let group = self.group();
+        let usage = group.as_ref().map(|g| g.usage()).unwrap_or_default();
         let status = self.status();
         let metadata = self.metadata.as_ref();
         let state = status.state;
@@ -261,6 +280,9 @@ impl PluginHandle {
                 _ => None,
             },
             socket_path: self.socket.display().to_string(),
+            cgroup: group.map(|g| g.name().to_owned()),
+            memory_bytes: usage.memory_bytes,
+            cpu_usec: usage.cpu_usec,
         }
     }
 }

@@ -26,7 +26,8 @@ use toru_plugin_api::host::{KvBackend, KvFailure, KvReply, KvRequest};
 use toru_plugin_api::protocol::v2::ErrorCode;
 use tracing::warn;
 
-use crate::config::Settings;
+use crate::cgroup::Cgroups;
+use crate::config::{ResourceLimits, Settings};
 use crate::store::{Event, EventKind, PluginRecord, Store};
 use discovery::Discovered;
 use handle::PluginHandle;
@@ -41,15 +42,24 @@ pub struct Context {
     pub store: Arc<Store>,
     /// Given to every plugin.
     pub instance_id: String,
+    /// torud's cgroup, when it has a writable one; else plugins run in
+    /// process groups only.
+    pub cgroups: Option<Arc<Cgroups>>,
 }
 
 impl Context {
     /// A context for `settings`.
-    pub fn new(settings: Arc<Settings>, store: Arc<Store>, instance_id: String) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<Store>,
+        instance_id: String,
+        cgroups: Option<Arc<Cgroups>>,
+    ) -> Self {
         Self {
             settings: RwLock::new(settings),
             store,
             instance_id,
+            cgroups,
         }
     }
 
@@ -114,6 +124,15 @@ impl Context {
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.record_event(&event)).await {
             warn!(plugin, error = %e, "cannot record event");
         }
+    }
+
+    /// The plugin's limits from `[plugins.<id>]`.
+    pub fn limits(&self, plugin: &str) -> ResourceLimits {
+        self.settings()
+            .plugins
+            .get(plugin)
+            .map(|p| p.limits)
+            .unwrap_or_default()
     }
 
     /// The plugin's settings from `[plugins.<id>.config]`.

@@ -1,5 +1,7 @@
 //! One plugin process: started with a clean environment in a process group
-//! of its own, so that stopping it also stops everything it started.
+//! of its own, and in its own cgroup when torud has them, so that stopping
+//! it also stops everything it started (a process group can be left with
+//! `setsid`, a cgroup cannot).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -7,6 +9,8 @@ use std::process::Stdio;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+
+use crate::cgroup::PluginGroup;
 
 /// Variables a plugin inherits from torud; everything else (systemd's
 /// `NOTIFY_SOCKET`, `LISTEN_*`, `WATCHDOG_*`, `INVOCATION_ID`, ...) is withheld.
@@ -25,8 +29,13 @@ pub struct PluginEnv<'a> {
     pub home: &'a Path,
 }
 
-/// Starts `path` with stdout and stderr piped to torud.
-pub fn spawn(path: &Path, env: &PluginEnv<'_>) -> std::io::Result<Child> {
+/// Starts `path` with stdout and stderr piped to torud, inside `group`
+/// when given (it is there before it runs).
+pub fn spawn(
+    path: &Path,
+    env: &PluginEnv<'_>,
+    group: Option<&PluginGroup>,
+) -> std::io::Result<Child> {
     let mut command = Command::new(path);
     command.env_clear();
     for name in INHERITED {
@@ -47,8 +56,11 @@ pub fn spawn(path: &Path, env: &PluginEnv<'_>) -> std::io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    match group {
+        Some(group) => group.spawn(command),
+        None => command.spawn(),
+    }
 }
 
 /// Sends `signal` to the process group led by `pid`; a group already gone is fine.

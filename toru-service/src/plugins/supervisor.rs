@@ -1,7 +1,8 @@
 //! One task per plugin keeps it in the state the administrator asked for:
 //! starts it, waits for it to be ready, pings it, restarts it with backoff
 //! when it dies or hangs, gives up (`failed`, persisted) when it keeps dying,
-//! and stops it gracefully: `shutdown` message, grace period, SIGTERM, SIGKILL.
+//! and stops it gracefully: `shutdown` message, grace period, SIGTERM, SIGKILL;
+//! then kills whatever is left in its cgroup.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use super::link::{LegacyLink, PluginLink};
 use super::logs::spawn_reader;
 use super::process::{PluginEnv, describe_exit, kill_group, signal_group, spawn};
 use super::{Context, StoreKv};
+use crate::cgroup::PluginGroup;
 use crate::store::EventKind;
 
 /// What the administrator (or torud's own shutdown) asks of a supervisor.
@@ -179,13 +181,54 @@ pub async fn supervise(
     }
 }
 
-/// Starts the process, waits until it serves, then watches it.
+/// Runs the process once, in a cgroup of its own when torud has them: the
+/// group is made before the process starts and, however the process ends,
+/// killed as a whole (with everything the plugin started) and removed.
 async fn run_once(
     handle: &Arc<PluginHandle>,
     ctx: &Context,
     commands: &mut mpsc::Receiver<Command>,
 ) -> Outcome {
     handle.set_state(State::Starting, None);
+    let group = match &ctx.cgroups {
+        None => None,
+        Some(cgroups) => {
+            let (cgroups, id, limits) =
+                (cgroups.clone(), handle.id.clone(), ctx.limits(&handle.id));
+            let created = tokio::task::spawn_blocking(move || cgroups.create(&id, &limits))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|created| created);
+            match created {
+                Ok(group) => Some(Arc::new(group)),
+                Err(e) => {
+                    return crashed(Duration::ZERO, format!("cannot create its cgroup: {e}"));
+                }
+            }
+        }
+    };
+    handle.set_group(group.clone());
+    let outcome = run_process(handle, ctx, commands, group.as_deref()).await;
+    if let Some(group) = group {
+        handle.set_group(None);
+        let removed = tokio::task::spawn_blocking(move || group.remove())
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|removed| removed);
+        if let Err(e) = removed {
+            warn!(plugin = %handle.id, error = %e, "cannot remove the plugin's cgroup");
+        }
+    }
+    outcome
+}
+
+/// Starts the process, waits until it serves, then watches it.
+async fn run_process(
+    handle: &Arc<PluginHandle>,
+    ctx: &Context,
+    commands: &mut mpsc::Receiver<Command>,
+    group: Option<&PluginGroup>,
+) -> Outcome {
     if let Err(e) = prepare_socket(handle) {
         return crashed(
             Duration::ZERO,
@@ -199,7 +242,7 @@ async fn run_once(
         instance_id: &ctx.instance_id,
         home: &settings.runtime_dir,
     };
-    let mut child = match spawn(&handle.path, &env) {
+    let mut child = match spawn(&handle.path, &env, group) {
         Ok(child) => child,
         Err(e) => {
             return crashed(

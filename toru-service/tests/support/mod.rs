@@ -135,6 +135,20 @@ backoff_max = "500ms"
         self.launch(command).await
     }
 
+    /// Starts torud inside `cgroup` (it moves there before exec, as under
+    /// systemd's `Delegate=yes`), and waits as [`Setup::start`] does.
+    pub async fn start_in(&self, cgroup: &TestCgroup) -> Torud {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$0" --config "$2""#)
+            .arg(TORUD)
+            .arg(&cgroup.dir)
+            .arg(&self.config);
+        self.write_config();
+        self.launch(command).await
+    }
+
     /// Runs `command` (which starts torud on this setup's config, perhaps
     /// through a wrapper) and waits until torud serves and plugins settled.
     pub async fn launch(&self, mut command: Command) -> Torud {
@@ -321,6 +335,115 @@ impl Torud {
         let result = wait_exit(self.child.as_mut().unwrap());
         self.child = None;
         result
+    }
+
+    /// SIGKILL, then waits for the exit; returns stderr.
+    pub fn kill(&mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), "KILL");
+        wait_exit(&mut child).1
+    }
+}
+
+/// A fresh cgroup under the real cgroup2 mount, for a torud to own. Dropping
+/// it kills everything inside (`cgroup.kill`), waits for it to empty, and
+/// removes it and every group below, bottom-up, also when a test fails.
+#[derive(Debug)]
+pub struct TestCgroup {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its name in `/proc/PID/cgroup` (`/toru-test-...` under the mount's root).
+    pub name: String,
+}
+
+impl TestCgroup {
+    /// `None` (after saying so) only when no cgroup2 file system is mounted.
+    pub fn new() -> Option<Self> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = mountinfo.lines().find_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            let fields: Vec<_> = head.split(' ').collect();
+            (tail.starts_with("cgroup2 ")).then(|| (fields[3].to_owned(), PathBuf::from(fields[4])))
+        });
+        let Some((root, mount)) = mount else {
+            println!("SKIPPED: no cgroup2 file system is mounted on this machine");
+            return None;
+        };
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let leaf = format!(
+            "toru-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let dir = mount.join(&leaf);
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let name = format!("{}/{leaf}", root.trim_end_matches('/'));
+        Some(Self { dir, name })
+    }
+
+    /// The controllers the kernel offers this group.
+    pub fn controllers(&self) -> String {
+        std::fs::read_to_string(self.dir.join("cgroup.controllers")).unwrap()
+    }
+
+    /// The groups below `plugins/`.
+    pub fn plugin_groups(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("plugins")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(self.dir.join("cgroup.events"))
+            .is_ok_and(|events| events.contains("populated 1"))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut groups = vec![self.dir.clone()];
+        let mut i = 0;
+        while let Some(group) = groups.get(i).cloned() {
+            for entry in std::fs::read_dir(&group).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    groups.push(entry.path());
+                }
+            }
+            i += 1;
+        }
+        for group in groups.iter().rev() {
+            if let Err(e) = std::fs::remove_dir(group) {
+                eprintln!("cannot remove test cgroup {}: {e}", group.display());
+            }
+        }
+    }
+}
+
+/// The cgroup2 path of process `pid` (`0::` line of `/proc/PID/cgroup`).
+pub fn cgroup_of(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("{pid} is in no cgroup2 group: {text}"))
+        .to_owned()
+}
+
+/// Gone, or a zombie waiting for its new parent to reap it: not running.
+pub fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
     }
 }
 

@@ -48,6 +48,9 @@ fn view(id: &str) -> PluginView {
         restarts: 0,
         error: None,
         socket_path: format!("/run/toru/{id}.sock"),
+        cgroup: Some(format!("/system.slice/toru.service/plugins/{id}")),
+        memory_bytes: Some(4 << 20),
+        cpu_usec: Some(1500),
     }
 }
 
