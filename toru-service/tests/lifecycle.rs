@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use support::*;
 
@@ -65,14 +65,7 @@ async fn a_second_torud_on_the_same_state_names_the_holder() {
     let torud = setup.start().await;
     let mut second_setup = Setup::empty();
     second_setup.state = setup.state.clone();
-    second_setup.write_config();
-    let mut second = Command::new(TORUD)
-        .arg("--config")
-        .arg(&second_setup.config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (code, stderr) = wait_exit(&mut second);
+    let (code, stderr) = second_setup.run_to_exit();
     assert_ne!(code, Some(0));
     assert!(stderr.contains(&format!("pid {}", torud.pid())), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -83,14 +76,7 @@ fn a_corrupt_database_is_one_clear_error() {
     let setup = Setup::empty();
     std::fs::create_dir_all(&setup.state).unwrap();
     std::fs::write(setup.state.join("toru.redb"), vec![0x5a; 8192]).unwrap();
-    setup.write_config();
-    let mut child = Command::new(TORUD)
-        .arg("--config")
-        .arg(&setup.config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (code, stderr) = wait_exit(&mut child);
+    let (code, stderr) = setup.run_to_exit();
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains("toru.redb") && stderr.contains("corrupt"),
@@ -105,14 +91,7 @@ fn an_unusable_state_directory_is_one_clear_error() {
     let file = setup.dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     setup.state = file.join("state");
-    setup.write_config();
-    let mut child = Command::new(TORUD)
-        .arg("--config")
-        .arg(&setup.config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (code, stderr) = wait_exit(&mut child);
+    let (code, stderr) = setup.run_to_exit();
     assert_ne!(code, Some(0));
     assert!(stderr.contains("a-file/state"), "{stderr}");
 }

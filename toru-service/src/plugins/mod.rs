@@ -228,6 +228,7 @@ impl Manager {
 
     /// A handle for `plugin`, with its supervisor running when it is valid.
     fn adopt(&self, plugin: Discovered) -> Arc<PluginHandle> {
+        let key = plugin.key();
         match plugin.metadata {
             Ok(metadata) => {
                 let (tx, rx) = mpsc::channel(16);
@@ -252,12 +253,7 @@ impl Manager {
                 handle
             }
             Err(reason) => {
-                let id = Discovered {
-                    path: plugin.path.clone(),
-                    metadata: Err(String::new()),
-                    fingerprint: plugin.fingerprint,
-                }
-                .key();
+                let id = key;
                 warn!(plugin = %id, path = %plugin.path.display(), %reason, "invalid plugin listed, not started");
                 Arc::new(PluginHandle::invalid(
                     id,

@@ -127,6 +127,19 @@ backoff_max = "500ms"
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// Runs torud on this setup when it is expected not to start: waits
+    /// for it to exit and returns (code, stderr).
+    pub fn run_to_exit(&self) -> (Option<i32>, String) {
+        self.write_config();
+        let mut child = Command::new(TORUD)
+            .arg("--config")
+            .arg(&self.config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_exit(&mut child)
+    }
+
     /// Starts torud and waits until it serves and its plugins settled.
     pub async fn start(&self) -> Torud {
         self.write_config();
