@@ -28,6 +28,7 @@
 //! * [`signals`] — SIGTERM/SIGINT and SIGHUP into [`Control`] messages.
 //! * [`logging`] — the journal when stderr is the journal, else stderr.
 //! * [`cli`] — `toructl`, the command line over the API.
+//! * [`torud_args`] — `torud`'s command line and `torud(8)`.
 
 // `deny`, not `forbid`: adopting systemd's sockets and placing a plugin in
 // its cgroup between fork and exec are the places allowed `unsafe`.
@@ -59,6 +60,8 @@ pub mod signals;
 pub mod store;
 /// Socket activation, sd_notify, journal detection.
 pub mod systemd;
+/// `torud`'s command line and manual page.
+pub mod torud_args;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -273,6 +273,7 @@ fn man_pages_and_completions_come_from_the_definition() {
         "toructl-plugins-logs.1",
         "toructl-kv-set.1",
         "toructl-status.1",
+        "torud.8",
     ] {
         let text = std::fs::read_to_string(out.join(page)).unwrap();
         assert!(text.contains(".TH"), "{page}: {text}");

@@ -1,48 +1,18 @@
 //! `torud`: take systemd's sockets, parse arguments, load the configuration,
 //! build the runtime, serve until SIGTERM/SIGINT, exit with a meaningful code.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use toru_service::config::{self, ConfigError, Settings, SystemdDirs};
 use toru_service::systemd::{activation, notify};
+use toru_service::torud_args::TorudArgs;
 use toru_service::{listen, logging, signals};
 
 /// sysexits' EX_CONFIG: the configuration is unusable.
 const EX_CONFIG: u8 = 78;
 /// sysexits' EX_OSERR: the sockets systemd passed are unusable.
 const EX_OSERR: u8 = 71;
-
-/// The Toru plugin host.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "torud", version, about)]
-struct Args {
-    /// Configuration file [default: /etc/toru/toru.toml, built-in defaults when missing].
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Validate the configuration, print every error, and exit (0, or 78).
-    #[arg(long)]
-    check_config: bool,
-    /// Run from a source checkout: the example plugins in examples/plugins,
-    /// state under target/toru-dev, listening on 127.0.0.1:7070.
-    #[arg(long, conflicts_with = "config")]
-    dev: bool,
-}
-
-impl Args {
-    fn load(&self) -> Result<Settings, ConfigError> {
-        if self.dev {
-            let cwd = std::env::current_dir().map_err(|e| ConfigError {
-                problems: vec![format!("cannot tell the current folder: {e}")],
-            })?;
-            config::dev(&cwd)
-        } else {
-            config::load(self.config.as_deref(), &SystemdDirs::from_env())
-        }
-    }
-}
 
 fn main() -> ExitCode {
     // Before anything else, and before any thread exists: the descriptors
@@ -54,7 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_OSERR);
         }
     };
-    let args = Args::parse();
+    let args = TorudArgs::parse();
     let settings = match args.load() {
         Ok(settings) => settings,
         Err(e) => {

@@ -111,10 +111,10 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Write toructl's manual pages into DIR (used by packaging).
+    /// Write the manual pages of toructl and torud into DIR (used by packaging).
     #[command(hide = true)]
     GenerateMan {
-        /// Where to write `toructl.1` and one page per subcommand.
+        /// Where to write `toructl.1`, one page per subcommand, and `torud.8`.
         dir: PathBuf,
     },
 }
@@ -295,16 +295,19 @@ fn run(cli: &Cli, socket_given: bool, url_given: bool) -> Result<(), CliError> {
 }
 
 /// `toructl generate-man DIR`: one page per (sub)command, named the way
-/// `man` looks them up (`toructl.1`, `toructl-plugins-logs.1`, ...).
+/// `man` looks them up (`toructl.1`, `toructl-plugins-logs.1`, ...), and
+/// `torud.8`.
 fn generate_man(dir: &std::path::Path, out: &output::Out) -> Result<(), CliError> {
     let failed = |e: std::io::Error| CliError::Failed(format!("{}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(failed)?;
     clap_mangen::generate_to(Cli::command(), dir).map_err(failed)?;
+    let torud = crate::torud_args::man_page().map_err(failed)?;
+    std::fs::write(dir.join("torud.8"), torud).map_err(failed)?;
     let mut pages: Vec<String> = std::fs::read_dir(dir)
         .map_err(failed)?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("toructl") && name.ends_with(".1"))
+        .filter(|name| (name.starts_with("toructl") && name.ends_with(".1")) || name == "torud.8")
         .collect();
     pages.sort();
     for page in pages {

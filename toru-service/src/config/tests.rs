@@ -212,3 +212,112 @@ fn plugin_limits_are_read_and_bad_ones_listed_with_their_key() {
     }
     assert_eq!(err.problems.len(), 4, "{all}");
 }
+
+/// Every key torud reads, from the deserializer's own field lists, as
+/// dotted paths (`plugins.ID.memory_max`).
+fn keys_torud_reads() -> std::collections::BTreeSet<String> {
+    use serde_aux::serde_introspection::serde_introspect;
+    let mut keys = std::collections::BTreeSet::new();
+    let tables = ["restart", "health", "plugins"];
+    for key in serde_introspect::<RawConfig>() {
+        if !tables.contains(key) {
+            keys.insert((*key).to_owned());
+        }
+    }
+    for key in serde_introspect::<RawRestart>() {
+        keys.insert(format!("restart.{key}"));
+    }
+    for key in serde_introspect::<RawHealth>() {
+        keys.insert(format!("health.{key}"));
+    }
+    for key in serde_introspect::<RawPlugin>() {
+        keys.insert(format!("plugins.ID.{key}"));
+    }
+    keys
+}
+
+/// The dotted keys of a TOML document, a plugin's name as `ID`, and a
+/// plugin's `config` table as one key (its contents are the plugin's).
+fn keys_of(table: &toml::Table, prefix: &str, into: &mut std::collections::BTreeSet<String>) {
+    for (key, value) in table {
+        let key = if prefix == "plugins." {
+            "ID"
+        } else {
+            key.as_str()
+        };
+        let path = format!("{prefix}{key}");
+        match value {
+            toml::Value::Table(inner) if !path.ends_with(".config") => {
+                keys_of(inner, &format!("{path}."), into)
+            }
+            _ => {
+                into.insert(path);
+            }
+        }
+    }
+}
+
+fn repository_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// `packaging/toru.toml`, shipped as /etc/toru/toru.toml: every key torud
+/// reads is there, commented out, with its default.
+#[test]
+fn the_packaged_config_has_every_key_commented_with_its_default() {
+    let shipped = repository_file("packaging/toru.toml");
+    // As shipped it is all comments (but table headers): the defaults.
+    let as_shipped = parse(&shipped, &no_env()).unwrap();
+    assert_eq!(as_shipped, parse("", &no_env()).unwrap());
+
+    // Uncommented, every line is a key torud knows...
+    let uncommented: String = shipped
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => rest,
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let settings = parse(&uncommented, &no_env()).unwrap();
+    // ...whose value is the default (the per-plugin example aside).
+    let mut without_example = settings.clone();
+    without_example.plugins.clear();
+    assert_eq!(without_example, as_shipped);
+    // "max" everywhere: no limit, as when the plugin has no table.
+    let example = &settings.plugins["hello"].limits;
+    assert_eq!(example.memory_max, Some(Max::Unlimited));
+    assert_eq!(example.pids_max, Some(Max::Unlimited));
+    assert_eq!(example.cpu_max, Some(Max::Unlimited));
+
+    // ...and every key torud knows is there.
+    let mut shown = std::collections::BTreeSet::new();
+    keys_of(&uncommented.parse::<toml::Table>().unwrap(), "", &mut shown);
+    assert_eq!(shown, keys_torud_reads());
+}
+
+/// `docs/CONFIGURATION.md` and `toru.toml(5)` name every key torud reads.
+#[test]
+fn the_documentation_and_the_man_page_name_every_key() {
+    let docs = repository_file("docs/CONFIGURATION.md");
+    let block = docs
+        .split("```toml")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap();
+    let mut documented = std::collections::BTreeSet::new();
+    keys_of(&block.parse::<toml::Table>().unwrap(), "", &mut documented);
+    assert_eq!(documented, keys_torud_reads());
+
+    let page = repository_file("packaging/man/toru.toml.5");
+    for key in keys_torud_reads() {
+        let last = key.rsplit('.').next().unwrap();
+        let entry = if last == "config" {
+            "\\fB[plugins.\\fR\\fIID\\fR\\fB.config]\\fR".to_owned()
+        } else {
+            format!("\\fB{}\\fR = ", last.replace('-', "\\-"))
+        };
+        assert!(page.contains(&entry), "toru.toml(5) lacks {key} ({entry})");
+    }
+}

@@ -1,0 +1,169 @@
+//! `torud`'s command line, and its manual page `torud(8)`: clap renders the
+//! synopsis and options from the same definition the binary parses, and the
+//! sections a daemon's page needs (files, signals, exit status) follow.
+
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser};
+
+use crate::config::{self, ConfigError, Settings, SystemdDirs};
+
+/// The Toru plugin host.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "torud",
+    version,
+    about,
+    long_about = "The Toru plugin host. torud runs in the foreground: under systemd it is \
+started by toru.socket and toru-admin.socket at the first connection, reports \
+readiness and liveness with sd_notify, and runs each plugin found in the plugin \
+folders as a child process in a cgroup of its own, restarting it with backoff."
+)]
+pub struct TorudArgs {
+    /// Configuration file [default: /etc/toru/toru.toml, built-in defaults when missing].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print every error, and exit (0, or 78).
+    #[arg(long)]
+    pub check_config: bool,
+    /// Run from a source checkout: the example plugins in examples/plugins,
+    /// state under target/toru-dev, listening on 127.0.0.1:7070.
+    #[arg(long, conflicts_with = "config")]
+    pub dev: bool,
+}
+
+impl TorudArgs {
+    /// The settings these arguments name (read again on each reload).
+    pub fn load(&self) -> Result<Settings, ConfigError> {
+        if self.dev {
+            let cwd = std::env::current_dir().map_err(|e| ConfigError {
+                problems: vec![format!("cannot tell the current folder: {e}")],
+            })?;
+            config::dev(&cwd)
+        } else {
+            config::load(self.config.as_deref(), &SystemdDirs::from_env())
+        }
+    }
+}
+
+/// The sections of `torud(8)` that are not about arguments, in roff.
+const MAN_SECTIONS: &str = r#".SH ENVIRONMENT
+.TP
+\fBLISTEN_FDS\fR, \fBLISTEN_PID\fR, \fBLISTEN_FDNAMES\fR
+Sockets passed by systemd: the listener named \fBhttp\fR (TCP, token required)
+and the one named \fBadmin\fR (Unix socket, governed by its file mode). When
+present, \fBlisten\fR in the configuration is not used.
+.TP
+\fBNOTIFY_SOCKET\fR, \fBWATCHDOG_USEC\fR
+torud sends READY=1 once the store is open, every listener serves and every
+enabled plugin has started or failed; STATUS= lines; WATCHDOG=1 at half the
+interval, from the serving path; STOPPING=1; RELOADING=1 around a reload.
+.TP
+\fBSTATE_DIRECTORY\fR, \fBRUNTIME_DIRECTORY\fR
+The defaults of \fBstate_dir\fR and \fBruntime_dir\fR when set.
+.TP
+\fBJOURNAL_STREAM\fR
+When it names torud's standard error, torud logs to the journal directly,
+each plugin's lines with the field \fBTORU_PLUGIN=\fR\fIid\fR.
+.PP
+None of these reach the plugins, which get \fBTORU_PLUGIN_SOCKET\fR,
+\fBTORU_PLUGIN_ID\fR and \fBTORU_INSTANCE_ID\fR.
+.SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop: finish the requests in flight, ask each plugin to shut down, then
+kill what is left of its cgroup.
+.TP
+\fBSIGHUP\fR
+Reload: read the configuration again and rescan the plugin folders. New
+plugins start, changed ones restart, removed ones stop, the others are left
+alone. A broken configuration is refused and the running one kept.
+.SH FILES
+.TP
+\fI/etc/toru/toru.toml\fR
+The configuration; see \fBtoru.toml\fR(5).
+.TP
+\fI/var/lib/toru/toru.redb\fR
+The instance id, the plugins' key-value data and states, recent events.
+.TP
+\fI/var/lib/toru/admin.token\fR
+The bearer token for the HTTP API over TCP (mode 0600, made at first start).
+.TP
+\fI/run/toru/toru.sock\fR
+The admin socket (root only), used by \fBtoructl\fR(1).
+.TP
+\fI/usr/lib/toru/plugins\fR, \fI/usr/local/lib/toru/plugins\fR
+Plugin executables: packaged ones, then the administrator's.
+.SH "EXIT STATUS"
+.TP
+\fB0\fR
+Stopped on request, or \fB\-\-check\-config\fR found no problem.
+.TP
+\fB1\fR
+A failure while running (its cause is logged and in systemd's status).
+.TP
+\fB71\fR
+The sockets systemd passed are unusable.
+.TP
+\fB78\fR
+The configuration is unusable; every problem is printed. toru.service does
+not restart torud for this (RestartPreventExitStatus=78).
+.SH EXAMPLES
+.nf
+systemctl status toru.service
+journalctl \-u toru.service
+journalctl \-u toru.service TORU_PLUGIN=hello
+systemctl reload toru.service
+torud \-\-check\-config
+.fi
+.SH "SEE ALSO"
+\fBtoructl\fR(1), \fBtoru.toml\fR(5), \fBsystemd.socket\fR(5), \fBsd_notify\fR(3),
+\fBjournalctl\fR(1)
+"#;
+
+/// `torud(8)` in roff.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    let command = TorudArgs::command();
+    let man = clap_mangen::Man::new(command)
+        .section("8")
+        .manual("System Manager's Manual");
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    page.extend_from_slice(MAN_SECTIONS.as_bytes());
+    man.render_version_section(&mut page)?;
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        TorudArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn the_man_page_has_every_option_and_the_daemon_sections() {
+        let page = String::from_utf8(man_page().unwrap()).unwrap();
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH torud 8"),
+            "{page}"
+        );
+        for text in [
+            "check\\-config",
+            "\\-\\-config",
+            "\\-\\-dev",
+            ".SH SIGNALS",
+            ".SH FILES",
+            ".SH \"EXIT STATUS\"",
+            "toru.toml\\fR(5)",
+        ] {
+            assert!(page.contains(text), "{text} missing from:\n{page}");
+        }
+    }
+}
