@@ -1,0 +1,426 @@
+#!/usr/bin/env bash
+# End-to-end test of the Debian package under a real, booted systemd.
+#
+# Builds toru_<version>_<arch>.deb with dpkg-buildpackage, checks it with
+# lintian, boots a debootstrapped Debian 12 with systemd-nspawn (the rootfs
+# is cached between runs), installs the package and checks, through
+# systemctl and journalctl inside the container, what a sysadmin relies on:
+# socket activation, reload, the journal, cgroups, restarts, the watchdog,
+# stop, upgrade, remove and purge, and a broken configuration.
+#
+# Run as root from anywhere: packaging/e2e/run.sh
+# Environment:
+#   TORU_E2E_CACHE   where the rootfs is cached  [/var/tmp/toru-e2e]
+#   TORU_E2E_MIRROR  Debian mirror for debootstrap [the host's apt sources]
+#   TORU_E2E_KEEP=1  keep the work folder (container rootfs, journal)
+# (Output is captured before grep -q: with pipefail, grep -q leaving early
+# fails the pipeline.)
+# Measured facts behind the commands: SYSTEMD-TESTING.md of the project's
+# shared notes (nspawn flags, cgroup leftovers, nsenter).
+# SC2016: '${Version}' and the like are dpkg-query formats and container
+# shell text, meant literally. SC2015: `A && B || die` is meant as "all of
+# these, or fail".
+# shellcheck disable=SC2016,SC2015
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+CACHE=${TORU_E2E_CACHE:-/var/tmp/toru-e2e}
+SUITE=bookworm
+START=$SECONDS
+MACHINE=toru-e2e-$$
+
+say() { printf '%4ds  %s\n' $((SECONDS - START)) "$*"; }
+ok() { say "ok    $*"; }
+die() {
+    say "FAIL  $*" >&2
+    exit 1
+}
+
+[ "$(id -u)" = 0 ] || die "run as root: it installs packages and boots a container"
+
+# --- host tools -----------------------------------------------------------
+
+need=()
+for tool in systemd-nspawn:systemd-container debootstrap:debootstrap lintian:lintian \
+    dpkg-buildpackage:dpkg-dev dh:debhelper fakeroot:fakeroot nsenter:util-linux; do
+    command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
+done
+if ((${#need[@]})); then
+    say "installing ${need[*]}"
+    apt-get update -q >/dev/null
+    # No recommends: libnss-mymachines would edit the host's nsswitch.conf.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || die "cargo is not on PATH (the package builds with the rustup toolchain)"
+
+WORK=$(mktemp -d /var/tmp/toru-e2e-run.XXXXXX)
+ROOT=$WORK/rootfs
+NSPAWN_PID=
+LEADER=
+
+# --- cleanup --------------------------------------------------------------
+
+# nspawn leaves its payload/ and supervisor/ groups under the cgroup it was
+# started in (in the unified and the named systemd hierarchy) and a
+# propagation folder: remove them so that runs do not pile up.
+OWN_CGROUPS=()
+while IFS=: read -r _ controllers path; do
+    case $controllers in
+    '') OWN_CGROUPS+=("/sys/fs/cgroup/unified$path" "/sys/fs/cgroup$path") ;;
+    name=systemd) OWN_CGROUPS+=("/sys/fs/cgroup/systemd$path") ;;
+    esac
+done </proc/self/cgroup
+
+dump_journal() { nsenter -t "$LEADER" -a journalctl -b --no-pager -o short-monotonic >"$WORK/journal.txt" 2>&1 || true; }
+
+cleanup() {
+    local status=$?
+    if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+        [ "$status" != 0 ] && [ -n "$LEADER" ] && dump_journal
+        [ -n "$LEADER" ] && nsenter -t "$LEADER" -a systemctl poweroff >/dev/null 2>&1 || true
+        for _ in $(seq 60); do
+            kill -0 "$NSPAWN_PID" 2>/dev/null || break
+            sleep 0.5
+        done
+        if kill -0 "$NSPAWN_PID" 2>/dev/null; then
+            # Killing nspawn alone would leave the container running.
+            kill -9 "$NSPAWN_PID" 2>/dev/null || true
+            for group in "${OWN_CGROUPS[@]}"; do
+                [ -e "$group/payload/cgroup.kill" ] && echo 1 >"$group/payload/cgroup.kill"
+            done
+            sleep 1
+        fi
+        wait "$NSPAWN_PID" 2>/dev/null || true
+    fi
+    for group in "${OWN_CGROUPS[@]}"; do
+        for leftover in "$group/payload" "$group/supervisor"; do
+            [ -d "$leftover" ] && find "$leftover" -depth -type d -exec rmdir {} + 2>/dev/null || true
+        done
+    done
+    rmdir "/run/systemd/nspawn/propagate/$MACHINE" 2>/dev/null || true
+    if [ "$status" != 0 ]; then
+        if [ -s "$WORK/journal.txt" ]; then
+            echo "--- the container's journal, last 80 lines ($WORK/journal.txt):" >&2
+            tail -n 80 "$WORK/journal.txt" >&2
+        fi
+        [ -s "$WORK/console.log" ] && { echo "--- console:" >&2; tail -n 20 "$WORK/console.log" >&2; }
+    fi
+    if [ "${TORU_E2E_KEEP:-0}" = 1 ] || [ "$status" != 0 ]; then
+        # The rootfs is big and of no use once the journal is saved.
+        rm -rf "$ROOT"
+        say "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    say "$([ "$status" = 0 ] && echo passed || echo failed) in $((SECONDS - START)) s"
+}
+trap cleanup EXIT
+
+# --- the package ----------------------------------------------------------
+
+VERSION=$(cd "$REPO" && dpkg-parsechangelog -S Version)
+ARCH=$(dpkg --print-architecture)
+DEB=toru_${VERSION}_${ARCH}.deb
+UPGRADE_VERSION=${VERSION}+e2e1
+UPGRADE_DEB=toru_${UPGRADE_VERSION}_${ARCH}.deb
+
+say "building $DEB (dpkg-buildpackage -us -uc -b)"
+(cd "$REPO" && dpkg-buildpackage -us -uc -b >"$WORK/build.log" 2>&1) ||
+    { tail -n 40 "$WORK/build.log" >&2; die "dpkg-buildpackage"; }
+# dpkg-buildpackage writes next to the source tree.
+mkdir -p "$WORK/out"
+for file in "$DEB" "toru-dbgsym_${VERSION}_${ARCH}.deb" "toru_${VERSION}_${ARCH}.changes" \
+    "toru_${VERSION}_${ARCH}.buildinfo"; do
+    [ -e "$REPO/../$file" ] && mv "$REPO/../$file" "$WORK/out/"
+done
+[ -f "$WORK/out/$DEB" ] || die "dpkg-buildpackage made no $DEB"
+ok "dpkg-buildpackage made $DEB"
+
+lintian --fail-on error,warning "$WORK/out/toru_${VERSION}_${ARCH}.changes" >"$WORK/lintian.txt" 2>&1 ||
+    { cat "$WORK/lintian.txt" >&2; die "lintian"; }
+ok "lintian: no error, no warning"
+
+# The example plugins, built as the package's binaries were.
+(cd "$REPO" && CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked -q -p hello) ||
+    die "building examples/hello"
+TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+
+# "A newer version of the package": the same contents under a higher version,
+# so that dpkg runs the upgrade paths of the maintainer scripts.
+dpkg-deb -R "$WORK/out/$DEB" "$WORK/upgrade"
+sed -i "s/^Version: .*/Version: $UPGRADE_VERSION/" "$WORK/upgrade/DEBIAN/control"
+dpkg-deb --root-owner-group -b "$WORK/upgrade" "$WORK/out/$UPGRADE_DEB" >/dev/null
+
+# --- the container --------------------------------------------------------
+
+mirror() {
+    [ -n "${TORU_E2E_MIRROR:-}" ] && { echo "$TORU_E2E_MIRROR"; return; }
+    local uri
+    uri=$(grep -hs -E '^(deb |URIs:)' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+        /etc/apt/sources.list.d/*.sources | grep -v -e security -e '\[' |
+        grep -o -E 'https?://[^ ]+' | head -n 1)
+    echo "${uri:-http://deb.debian.org/debian}"
+}
+
+if [ ! -x "$CACHE/rootfs-$SUITE/usr/bin/systemctl" ]; then
+    say "debootstrap $SUITE from $(mirror) into $CACHE (cached for the next runs)"
+    mkdir -p "$CACHE"
+    rm -rf "$CACHE/rootfs-$SUITE.tmp"
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,python3,procps,iproute2,curl \
+        "$SUITE" "$CACHE/rootfs-$SUITE.tmp" "$(mirror)" >"$WORK/debootstrap.log" 2>&1 ||
+        { tail -n 20 "$WORK/debootstrap.log" >&2; die "debootstrap"; }
+    mv "$CACHE/rootfs-$SUITE.tmp" "$CACHE/rootfs-$SUITE"
+fi
+cp -a --reflink=auto "$CACHE/rootfs-$SUITE" "$ROOT"
+# The container's /tmp is a tmpfs: what it needs goes to /root.
+cp "$WORK/out/$DEB" "$WORK/out/$UPGRADE_DEB" "$ROOT/root/"
+mkdir -p "$ROOT/root/plugins"
+cp "$TARGET_DIR/release/hello" "$REPO/examples/python/hello_v1.py" "$ROOT/root/plugins/"
+
+say "booting $SUITE with systemd-nspawn"
+# The unified hierarchy, as in production; --register=no --keep-unit: no
+# machined on the host. A private network: no clash with the host's ports.
+SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -q -D "$ROOT" -M "$MACHINE" --boot \
+    --register=no --keep-unit --private-network --console=pipe </dev/null >"$WORK/console.log" 2>&1 &
+NSPAWN_PID=$!
+for _ in $(seq 300); do
+    # nspawn's short-lived helper children come first: wait for systemd.
+    LEADER=$(ps -o pid=,comm= --ppid "$NSPAWN_PID" | awk '$2 == "systemd" { print $1; exit }') || true
+    [ -n "$LEADER" ] && break
+    sleep 0.1
+done
+[ -n "$LEADER" ] || die "the container's init did not appear"
+
+# ct CMD...: run in the container, as its root.
+ct() { nsenter -t "$LEADER" -a "$@"; }
+# sh 'SCRIPT': a shell script in the container.
+sh_in() { ct /bin/sh -c "$1"; }
+# until_in SECONDS 'SCRIPT': retries the script until it succeeds.
+until_in() {
+    local deadline=$((SECONDS + $1))
+    until sh_in "$2" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+# systemctl answers once the container's systemd has set up its bus.
+state=
+for _ in $(seq 300); do
+    state=$(timeout 60 nsenter -t "$LEADER" -a systemctl is-system-running --wait 2>/dev/null) || true
+    [ -n "$state" ] && break
+    sleep 0.2
+done
+case $state in
+running | degraded) ok "container booted ($state)" ;;
+*) die "the container did not boot: ${state:-no answer}" ;;
+esac
+if [ "$state" = degraded ]; then
+    say "      failed units before install: $(ct systemctl --failed --plain --no-legend | awk '{print $1}' | xargs)"
+fi
+
+
+# --- checks ---------------------------------------------------------------
+
+prop() { ct systemctl show -P "$2" "$1"; }
+# api PATH: the HTTP API over TCP, with the admin token, as a client would.
+api() { sh_in "curl -fsS -m 20 -H \"Authorization: Bearer \$(cat /var/lib/toru/admin.token)\" 'http://127.0.0.1:7070$1'"; }
+plugin_field() { # plugin_field ID FIELD
+    ct toructl --json plugins show "$1" |
+        ct python3 -c "import json,sys; print(json.load(sys.stdin).get('$2'))"
+}
+running() { [ "$(plugin_field "$1" state)" = running ]; }
+wait_running() { # wait_running ID SECONDS
+    local deadline=$((SECONDS + $2))
+    until running "$1" 2>/dev/null; do
+        ((SECONDS < deadline)) || die "plugin $1 not running after $2 s: $(ct toructl plugins show "$1" 2>&1 | tr '\n' ' ')"
+        sleep 0.2
+    done
+}
+
+say "installing $DEB"
+ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "/root/$DEB" \
+    >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log" >&2; die "apt-get install"; }
+ok "apt-get install ./$DEB"
+
+[ "$(ct systemctl is-enabled toru.socket)" = enabled ] || die "toru.socket not enabled"
+[ "$(ct systemctl is-active toru.socket)" = active ] || die "toru.socket not active"
+[ "$(ct systemctl is-active toru-admin.socket)" = active ] || die "toru-admin.socket not active"
+[ "$(ct systemctl is-active toru.service)" = inactive ] || die "toru.service started before any connection"
+ok "toru.socket enabled and active, toru.service inactive until a connection"
+
+sh_in 'test -f /usr/lib/systemd/system/toru.service && test -x /usr/sbin/torud && test -x /usr/bin/toructl' ||
+    die "files missing"
+ct getent passwd toru >/dev/null || die "no user toru"
+[ "$(ct stat -c '%a %U' /var/lib/toru)" = "700 toru" ] || die "/var/lib/toru is $(ct stat -c '%a %U' /var/lib/toru)"
+[ "$(ct stat -c '%a %U' /run/toru/toru.sock)" = "600 root" ] || die "admin socket is $(ct stat -c '%a %U' /run/toru/toru.sock)"
+grep -q '/etc/toru/toru.toml' <<<"$(ct dpkg-query -W -f '${Conffiles}\n' toru)" || die "toru.toml is not a conffile"
+ct torud --check-config >/dev/null || die "the shipped toru.toml does not pass --check-config"
+sh_in 'test -f /usr/share/man/man8/torud.8.gz && test -f /usr/share/man/man1/toructl.1.gz &&
+    test -f /usr/share/man/man5/toru.toml.5.gz' || die "man pages missing"
+ok "user toru, /var/lib/toru 0700, admin socket root 0600, toru.toml a conffile that checks"
+
+answer=$(ct curl -fsS -m 30 http://127.0.0.1:7070/api/health) || die "first connection got no answer"
+[ "$answer" = '{"status":"ok"}' ] || die "health answered $answer"
+[ "$(ct systemctl is-active toru.service)" = active ] || die "toru.service not active after the first connection"
+status=$(prop toru.service StatusText)
+[[ $status == serving* ]] || die "StatusText is '$status'"
+ok "first connection started toru.service and got $answer; StatusText=$status"
+
+[ "$(ct curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:7070/api/plugins)" = 401 ] ||
+    die "/api/plugins over TCP without a token is not 401"
+ct toructl status >/dev/null || die "toructl status over the admin socket"
+ok "TCP needs the token (401 without); toructl works over the admin socket"
+
+# Plugins dropped into /usr/local/lib/toru/plugins, then a reload.
+sh_in 'mkdir -p /usr/local/lib/toru/plugins &&
+    install -m 0755 /root/plugins/hello /root/plugins/hello_v1.py /usr/local/lib/toru/plugins/'
+pid_before=$(prop toru.service MainPID)
+ct systemctl reload toru.service || die "systemctl reload toru"
+[ "$(prop toru.service MainPID)" = "$pid_before" ] || die "reload restarted torud"
+wait_running hello 30
+wait_running hello-py 30
+[ "$(api /api/plugins/route/hello/)" != "" ] || die "hello's route gave nothing"
+api /api/plugins/route/hello-py/ >/dev/null || die "hello-py's route"
+until_in 10 '[ "$(systemctl show -P StatusText toru.service)" = "serving 2/2 plugins" ]' ||
+    die "StatusText after reload is '$(prop toru.service StatusText)'"
+status=$(prop toru.service StatusText)
+ok "systemctl reload: hello (protocol 2) and hello-py (protocol 1) served; StatusText=$status"
+
+[ "$(ct ps -o user= -p "$(plugin_field hello pid)")" = toru ] || die "hello does not run as toru"
+api '/api/plugins/route/hello/log?level=warn&msg=e2e-journal-marker' >/dev/null || die "hello /log"
+until_in 10 'journalctl -u toru TORU_PLUGIN=hello -o cat | grep -q e2e-journal-marker' ||
+    die "journalctl -u toru TORU_PLUGIN=hello lacks the plugin's line"
+[ "$(ct journalctl -u toru TORU_PLUGIN=hello -o json -n 1 --grep e2e-journal-marker |
+    ct python3 -c 'import json,sys; print(json.load(sys.stdin)["PRIORITY"])')" = 4 ] ||
+    die "the plugin's warning is not at priority 4"
+ok "journalctl -u toru TORU_PLUGIN=hello shows the plugin's line (priority 4 for warn)"
+
+cgls=$(ct systemd-cgls --no-pager -u toru.service)
+grep -q 'supervisor' <<<"$cgls" && grep -q 'plugins' <<<"$cgls" && grep -q 'hello' <<<"$cgls" ||
+    { echo "$cgls" >&2; die "systemd-cgls -u toru.service"; }
+hello_pid=$(plugin_field hello pid)
+# The unified hierarchy's line (the host kernel may show v1 lines too).
+cgroup_of() { ct grep '^0::' /proc/"$1"/cgroup; }
+[ "$(cgroup_of "$hello_pid")" = "0::/system.slice/toru.service/plugins/hello" ] ||
+    die "hello is in $(cgroup_of "$hello_pid")"
+[ "$(cgroup_of "$(prop toru.service MainPID)")" = "0::/system.slice/toru.service/supervisor" ] ||
+    die "torud is not in supervisor/"
+ok "systemd-cgls -u toru.service: supervisor/ holds torud, plugins/hello holds hello"
+
+ct kill -9 "$hello_pid"
+deadline=$((SECONDS + 30))
+until [ "$(plugin_field hello pid 2>/dev/null)" != "$hello_pid" ] && running hello 2>/dev/null; do
+    ((SECONDS < deadline)) || die "hello was not restarted after kill -9"
+    sleep 0.2
+done
+api /api/plugins/route/hello/ >/dev/null || die "hello's route after its restart"
+ok "kill -9 of hello: restarted (pid $hello_pid -> $(plugin_field hello pid)) and served"
+
+# The watchdog, at 4 s instead of 30 s so that the test is quick.
+sh_in 'mkdir -p /etc/systemd/system/toru.service.d &&
+    printf "[Service]\nWatchdogSec=4s\n" >/etc/systemd/system/toru.service.d/e2e-watchdog.conf'
+ct systemctl daemon-reload
+ct systemctl restart toru.service
+wait_running hello 30
+restarts=$(prop toru.service NRestarts)
+main=$(prop toru.service MainPID)
+ct kill -STOP "$main"
+deadline=$((SECONDS + 40))
+until [ "$(prop toru.service NRestarts)" -gt "$restarts" ]; do
+    ((SECONDS < deadline)) || die "no restart by the watchdog 40 s after SIGSTOP"
+    sleep 0.5
+done
+wait_running hello 40
+wait_running hello-py 40
+[ "$(prop toru.service MainPID)" != "$main" ] || die "same torud after the watchdog"
+grep -q 'Watchdog timeout' <<<"$(ct journalctl -u toru.service --no-pager)" || die "no 'Watchdog timeout' in the journal"
+api /api/plugins/route/hello/ >/dev/null || die "hello's route after the watchdog restart"
+ok "kill -STOP of torud: watchdog timeout, NRestarts $restarts -> $(prop toru.service NRestarts), plugins back"
+ct rm -rf /etc/systemd/system/toru.service.d
+ct systemctl daemon-reload
+
+# State that must survive.
+instance=$(ct toructl instance-id)
+ct toructl kv set hello e2e-key '"kept"' >/dev/null
+check_state() { # check_state WHEN
+    local now value
+    now=$(ct toructl instance-id) || die "$1: toructl instance-id"
+    [ "$now" = "$instance" ] || die "$1: instance id $instance became $now"
+    value=$(ct toructl kv get hello e2e-key) || die "$1: the KV key is gone"
+    [ "$value" = '"kept"' ] || die "$1: KV value is $value"
+}
+
+ct systemctl stop toru.service toru.socket
+[ -z "$(ct pgrep -u toru || true)" ] || die "processes of toru left after stop: $(ct pgrep -a -u toru)"
+[ "$(ct systemctl is-active toru-admin.socket)" = inactive ] || die "toru-admin.socket still active"
+sh_in 'test ! -e /run/toru/toru.sock' || die "the admin socket file outlived its unit"
+ct systemctl start toru.socket
+sh_in 'test -S /run/toru/toru.sock' || die "the admin socket did not reappear"
+[ "$(ct stat -c '%a %U' /run/toru/toru.sock)" = "600 root" ] || die "the new admin socket is $(ct stat -c '%a %U' /run/toru/toru.sock)"
+check_state "after stop and start"
+ok "systemctl stop toru.service toru.socket: no plugin left; admin socket back with toru.socket"
+
+ct systemctl restart toru.service
+check_state "after systemctl restart"
+ok "instance id $instance and KV survive systemctl restart"
+
+main=$(prop toru.service MainPID)
+[ "$main" != 0 ] || die "toru.service not running before the upgrade"
+ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/root/$UPGRADE_DEB" >"$WORK/upgrade.log" 2>&1 ||
+    { cat "$WORK/upgrade.log" >&2; die "upgrade"; }
+[ "$(ct dpkg-query -W -f '${Version}' toru)" = "$UPGRADE_VERSION" ] || die "upgrade did not happen"
+[ "$(ct systemctl is-active toru.socket)" = active ] || die "toru.socket not active after the upgrade"
+[ "$(prop toru.service MainPID)" != "$main" ] || die "the upgrade did not restart the running torud"
+check_state "after the upgrade to $UPGRADE_VERSION"
+wait_running hello 30
+ok "upgrade to $UPGRADE_VERSION: torud restarted, socket kept listening, instance id and KV kept"
+
+ct env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q toru >"$WORK/remove.log" 2>&1 ||
+    { cat "$WORK/remove.log" >&2; die "apt-get remove"; }
+[ -z "$(ct pgrep -u toru || true)" ] || die "processes of toru left after remove"
+sh_in 'test ! -e /usr/sbin/torud && test -d /var/lib/toru && test -f /etc/toru/toru.toml' ||
+    die "remove: torud still there, or state or config gone"
+ct getent passwd toru >/dev/null || die "remove took the user"
+ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/root/$DEB" >"$WORK/reinstall.log" 2>&1 ||
+    { cat "$WORK/reinstall.log" >&2; die "reinstall"; }
+check_state "after remove and reinstall"
+ok "apt-get remove stops everything and keeps state, config and user; reinstall finds them"
+
+# A broken configuration: refused, explained, not restarted in a loop.
+sh_in 'cp /etc/toru/toru.toml /root/toru.toml.good &&
+    printf "request_timeout = \"soon\"\nbogus_key = 1\n" >/etc/toru/toru.toml'
+restarts=$(prop toru.service NRestarts)
+if ct systemctl restart toru.service 2>/dev/null; then die "toru.service started with a broken config"; fi
+sleep 3
+[ "$(prop toru.service ExecMainStatus)" = 78 ] || die "exit status $(prop toru.service ExecMainStatus), not 78"
+[ "$(prop toru.service NRestarts)" = "$restarts" ] || die "a broken config is restarted in a loop"
+status_text=$(ct systemctl status toru.service --no-pager -l 2>&1 || true)
+grep -q 'bogus_key' <<<"$status_text" && grep -q 'request_timeout' <<<"$status_text" ||
+    { echo "$status_text" >&2; die "systemctl status does not show the config errors"; }
+grep -q 'unknown key `bogus_key`' <<<"$(ct journalctl -u toru.service --no-pager)" || die "the journal lacks the config error"
+ok "broken toru.toml: start fails with status 78, errors in systemctl status and the journal, no restart loop"
+sh_in 'cp /root/toru.toml.good /etc/toru/toru.toml'
+ct systemctl reset-failed toru.service
+# (Not `restart toru.socket` while toru.service runs: systemd 252 may start
+# the service again with the old listener before the socket binds anew,
+# and the bind then fails with EADDRINUSE. Stop, then start, is safe.)
+check_state "after the config is mended"
+
+ct env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q toru >"$WORK/purge.log" 2>&1 ||
+    { cat "$WORK/purge.log" >&2; die "apt-get purge"; }
+sh_in 'test ! -e /var/lib/toru && test ! -e /etc/toru' || die "purge left /var/lib/toru or /etc/toru"
+if ct getent passwd toru >/dev/null; then die "purge left the user toru"; fi
+ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/root/$DEB" >"$WORK/reinstall2.log" 2>&1 ||
+    { cat "$WORK/reinstall2.log" >&2; die "install after purge"; }
+fresh=$(ct toructl instance-id)
+[ "$fresh" != "$instance" ] || die "purge kept the instance id"
+if ct toructl kv get hello e2e-key >/dev/null 2>&1; then die "purge kept the KV data"; fi
+ok "apt-get purge removes state, config and user; a new install gets a new instance id"
+
+dump_journal
+ct systemctl poweroff >/dev/null 2>&1 || true
+wait "$NSPAWN_PID" 2>/dev/null || true
+NSPAWN_PID=
+say "all checks passed"
