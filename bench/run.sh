@@ -73,7 +73,7 @@ sleep 0.3
 mkdir -p "$WORK/plugins2"
 ln -s "$PWD/$BIN/hello" "$WORK/plugins2/hello"
 ln -s "$PWD/examples/python/hello_v1.py" "$WORK/plugins2/hello-py"
-read -r PORT TORUD_PID _ < <(start_torud main "$WORK/plugins2" '[restart]
+read -r PORT _ _ < <(start_torud main "$WORK/plugins2" '[restart]
 stable_after = "1s"
 max_failures = 1000')
 TOKEN=$(cat "$WORK/main/state/admin.token")
