@@ -13,7 +13,7 @@ use crate::config::{self, ConfigError, Settings, SystemdDirs};
 #[command(
     name = "torud",
     version,
-    about,
+    about = "The Toru plugin host daemon",
     long_about = "The Toru plugin host. torud runs in the foreground: under systemd it is \
 started by toru.socket and toru-admin.socket at the first connection, reports \
 readiness and liveness with sd_notify, and runs each plugin found in the plugin \
