@@ -309,6 +309,14 @@ cgroup_of() { ct grep '^0::' /proc/"$1"/cgroup; }
     die "torud is not in supervisor/"
 ok "systemd-cgls -u toru.service: supervisor/ holds torud, plugins/hello holds hello"
 
+# What hello sees, through its own mount namespace (/proc/PID/root).
+[ "$(ct stat -c %u "/proc/$hello_pid")" = "$(ct id -u toru)" ] || die "hello does not run as toru"
+[ -z "$(ct ls -A "/proc/$hello_pid/root/var/lib/toru")" ] || die "hello sees /var/lib/toru"
+[ "$(ct ls -A "/proc/$hello_pid/root/run/toru")" = plugins ] || die "hello sees more of /run/toru"
+[ "$(ct ls -A "/proc/$hello_pid/root/run/toru/plugins")" = hello ] || die "hello sees other plugins' folders"
+ct test -S /run/toru/plugins/hello-py/hello-py.sock || die "torud does not see hello-py's socket"
+ok "hello, isolated: /var/lib/toru empty, /run/toru holds only plugins/hello; torud sees every socket"
+
 ct kill -9 "$hello_pid"
 deadline=$((SECONDS + 30))
 until [ "$(plugin_field hello pid 2>/dev/null)" != "$hello_pid" ] && running hello 2>/dev/null; do

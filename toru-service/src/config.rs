@@ -114,6 +114,10 @@ pub struct Settings {
     pub max_connections: usize,
     /// A client has this long to send a request's headers (slowloris).
     pub header_read_timeout: Duration,
+    /// Run each plugin in a user and mount namespace of its own, where
+    /// `state_dir`, the admin token and the rest of `runtime_dir` (other
+    /// plugins' sockets, torud's own) are hidden.
+    pub isolate_plugins: bool,
     /// See [`RestartPolicy`].
     pub restart: RestartPolicy,
     /// See [`HealthPolicy`].
@@ -164,6 +168,7 @@ struct RawConfig {
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
+    isolate_plugins: Option<bool>,
     #[serde(default)]
     restart: RawRestart,
     #[serde(default)]
@@ -419,6 +424,18 @@ fn validate(raw: RawConfig, dirs: &SystemdDirs, problems: &mut Vec<String>) -> S
         problems.push("`max_header_bytes` must be at least 8192".to_owned());
     }
 
+    let isolate_plugins = raw.isolate_plugins.unwrap_or(true);
+    if isolate_plugins
+        && (runtime_dir.starts_with(&state_dir) || state_dir.starts_with(&runtime_dir))
+    {
+        problems.push(format!(
+            "`state_dir` ({}) and `runtime_dir` ({}) must not contain one another: \
+             plugins see their own socket folder, never the state",
+            state_dir.display(),
+            runtime_dir.display()
+        ));
+    }
+
     let mut plugins = BTreeMap::new();
     for (id, plugin) in raw.plugins {
         if let Err(e) = toru_plugin_api::protocol::metadata::validate_id(&id) {
@@ -456,6 +473,7 @@ fn validate(raw: RawConfig, dirs: &SystemdDirs, problems: &mut Vec<String>) -> S
         max_header_bytes,
         max_connections,
         header_read_timeout,
+        isolate_plugins,
         restart,
         health,
         plugins,

@@ -47,14 +47,24 @@ impl PluginGroup {
     /// fork and exec, so the plugin never runs outside it. Fails (and nothing
     /// runs) when the move fails.
     pub fn spawn(&self, mut command: Command) -> io::Result<Child> {
+        let procs = self.join_before_exec(&mut command)?;
+        let child = command.spawn();
+        // `procs` stays open until the fork is done.
+        drop(procs);
+        child
+    }
+
+    /// Has the child of `command` move itself into the group between fork
+    /// and exec (before any hook added later). The file returned must stay
+    /// open until `command` is spawned.
+    pub fn join_before_exec(&self, command: &mut Command) -> io::Result<File> {
         let procs = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .open(self.dir.join("cgroup.procs"))?;
-        place_before_exec(&mut command, &procs);
-        // `command` (and its hook naming the fd) ends here, before `procs` closes.
-        command.spawn()
+        place_before_exec(command, &procs);
+        Ok(procs)
     }
 
     /// What the group uses now.

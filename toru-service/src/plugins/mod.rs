@@ -5,6 +5,8 @@
 pub mod discovery;
 /// What torud knows of one plugin, shared with the API.
 pub mod handle;
+/// A plugin's namespaces: torud's state and other plugins' sockets hidden.
+pub mod isolation;
 /// Forwarding requests in protocol 1 or 2.
 pub mod link;
 /// Plugin output: ring buffer and journal events.
@@ -237,6 +239,7 @@ impl Manager {
                     .settings()
                     .runtime_dir
                     .join("plugins")
+                    .join(&metadata.id)
                     .join(format!("{}.sock", metadata.id));
                 let handle = Arc::new(PluginHandle::valid(
                     metadata,

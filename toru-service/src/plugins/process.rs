@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::cgroup::PluginGroup;
+use crate::plugins::isolation::Isolation;
 
 /// Variables a plugin inherits from torud; everything else (systemd's
 /// `NOTIFY_SOCKET`, `LISTEN_*`, `WATCHDOG_*`, `INVOCATION_ID`, ...) is withheld.
@@ -30,11 +31,13 @@ pub struct PluginEnv<'a> {
 }
 
 /// Starts `path` with stdout and stderr piped to torud, inside `group`
-/// when given (it is there before it runs).
+/// when given (it is there before it runs), and in namespaces of its own
+/// when `isolation` is given (entered after joining the group).
 pub fn spawn(
     path: &Path,
     env: &PluginEnv<'_>,
     group: Option<&PluginGroup>,
+    isolation: Option<Isolation>,
 ) -> std::io::Result<Child> {
     let mut command = Command::new(path);
     command.env_clear();
@@ -57,10 +60,17 @@ pub fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    match group {
-        Some(group) => group.spawn(command),
-        None => command.spawn(),
+    let procs = group
+        .map(|group| group.join_before_exec(&mut command))
+        .transpose()?;
+    if let Some(isolation) = isolation {
+        isolation.apply_before_exec(&mut command);
     }
+    let child = command.spawn();
+    // The cgroup's `cgroup.procs`, named by the first hook, stays open until
+    // the fork is done.
+    drop(procs);
+    child
 }
 
 /// Sends `signal` to the process group led by `pid`; a group already gone is fine.

@@ -16,6 +16,7 @@ use toru_plugin_api::protocol::v2::Limits;
 use tracing::{info, warn};
 
 use super::handle::{PluginHandle, State};
+use super::isolation::Isolation;
 use super::link::{LegacyLink, PluginLink};
 use super::logs::spawn_reader;
 use super::process::{PluginEnv, describe_exit, kill_group, signal_group, spawn};
@@ -236,14 +237,35 @@ async fn run_process(
         );
     }
     let settings = ctx.settings();
+    // The plugin's own folder: its socket, its working directory and HOME.
+    let home = handle.socket.parent().unwrap_or(&settings.runtime_dir);
     let env = PluginEnv {
         socket: &handle.socket,
         plugin_id: &handle.id,
         instance_id: &ctx.instance_id,
-        home: &settings.runtime_dir,
+        home,
     };
-    let mut child = match spawn(&handle.path, &env, group) {
+    let isolation = if settings.isolate_plugins {
+        match Isolation::new(&settings, home) {
+            Ok(isolation) => Some(isolation),
+            Err(e) => return crashed(Duration::ZERO, format!("cannot isolate the plugin: {e}")),
+        }
+    } else {
+        None
+    };
+    let isolated = isolation.is_some();
+    let mut child = match spawn(&handle.path, &env, group, isolation) {
         Ok(child) => child,
+        Err(e) if isolated => {
+            return crashed(
+                Duration::ZERO,
+                format!(
+                    "cannot start {} in namespaces of its own: {e} \
+                     (user namespaces refused? `isolate_plugins = false` runs plugins unisolated)",
+                    handle.path.display()
+                ),
+            );
+        }
         Err(e) => {
             return crashed(
                 Duration::ZERO,
