@@ -1,57 +1,152 @@
 #!/usr/bin/env bash
-# Toru's benchmarks, side by side in one run on this machine:
-#   gateway throughput and latency (wrk) of torud + a protocol-2 plugin, torud +
-#   a protocol-1 plugin, and the physical limit (a bare hyper server);
-#   torud's RSS with 0 and 10 plugins; recovery after kill -9 of a plugin.
-# Usage: bench/run.sh [--quick]. Writes a Markdown table to stdout and to
-# bench/results/<date>.md. Everything runs on loopback and stops by itself.
+# Toru's benchmarks, side by side in one run on this machine (issue 7):
+#   1. gateway throughput and latency (wrk) at 1, 16 and 256 connections with
+#      ~100 B answers (GET) and 64 KiB echoes (POST), for the physical limit
+#      (a bare hyper server), nginx proxying to that server over a Unix
+#      socket, torud + a protocol-2 plugin and torud + a protocol-1 plugin;
+#   2. recovery: kill -9 of a plugin to its next 200, median of 20;
+#   3. plugin KV: durable sets and gets per second through the SDK from one
+#      plugin and from 8 at once, against redb used directly in-process;
+#   4. scale: 1, 10 and 100 plugins: start to READY=1 and torud's RSS;
+#   5. cold start: the first request to a socket-activated torud, against the
+#      same for the bare hyper server.
+# Usage: bench/run.sh [--quick]. Builds in release mode, installs wrk, nginx
+# and systemd-socket-activate when missing (Debian packages), starts
+# everything itself on loopback, stops everything, and writes a Markdown
+# table to stdout and to bench/results/<date>.md. Progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10s; RUNS=10
-if [[ "${1:-}" == "--quick" ]]; then DURATION=4s; RUNS=5; fi
+DURATION=10s; KV_SETS=1000; KV_SETS8=300; KV_GETS=20000; COLD_RUNS=10; RECOVERY_RUNS=20
+if [[ "${1:-}" == "--quick" ]]; then
+    DURATION=3s; KV_SETS=300; KV_SETS8=100; KV_GETS=5000; COLD_RUNS=5
+elif [[ $# -gt 0 ]]; then
+    echo "usage: bench/run.sh [--quick]" >&2; exit 2
+fi
+STARTED=$SECONDS
+say() { echo "bench [$(( SECONDS - STARTED ))s]: $*" >&2; }
 
-command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
+# --- tools: Debian packages, installed when missing ---
+install_packages() {
+    local guard=""
+    # Installing nginx must not start the system's nginx service: a
+    # policy-rc.d that refuses every start, only while apt runs.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        guard=1
+    fi
+    local status=0
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"; } >&2 || status=$?
+    if [[ -n "$guard" ]]; then rm -f /usr/sbin/policy-rc.d; fi
+    return "$status"
+}
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+[[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null || missing+=(nginx)
+command -v systemd-socket-activate >/dev/null || missing+=(systemd)
+command -v curl >/dev/null || missing+=(curl)
+if [[ ${#missing[@]} -gt 0 ]]; then say "installing ${missing[*]}"; install_packages "${missing[@]}"; fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+say "building (release)"
 cargo build --release --workspace -q
-BIN=target/release
+BIN=$PWD/target/release
 
 WORK=$(mktemp -d)
+# nginx's workers run as nobody when the script runs as root: they must reach
+# the backend's socket in here (traverse only, no listing).
+chmod 711 "$WORK"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+stop() { # pid...: SIGTERM, then SIGKILL after 10 s
+    local p i
+    for p in "$@"; do kill "$p" 2>/dev/null || true; done
+    for p in "$@"; do
+        for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        if [[ $i -eq 100 ]]; then kill -9 "$p" 2>/dev/null || true; fi
+        wait "$p" 2>/dev/null || true
+    done
+}
+cleanup() {
+    if [[ ${#PIDS[@]} -gt 0 ]]; then stop "${PIDS[@]}"; fi
+    rm -rf "$WORK"
+}
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now_us() { echo "${EPOCHREALTIME/./}"; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+calc() { python3 -c "print($1)"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# A torud with the given plugin folder; prints "PORT PID".
-start_torud() { # name plugindir extra-config
-    local name=$1 plugins=$2 port; port=$(free_port)
-    mkdir -p "$WORK/$name"
-    cat > "$WORK/$name/toru.toml" <<TOML
-listen = ["127.0.0.1:$port", "unix:$WORK/$name/run/toru.sock"]
-state_dir = "$WORK/$name/state"
-runtime_dir = "$WORK/$name/run"
-plugin_dirs = ["$plugins"]
-$3
-TOML
-    RUST_LOG=warn "$BIN/torud" --config "$WORK/$name/toru.toml" 2>"$WORK/$name/torud.log" &
-    local pid=$!; PIDS+=("$pid")
-    local started; started=$(date +%s%N)
-    until curl -sf --unix-socket "$WORK/$name/run/toru.sock" http://t/api/plugins 2>/dev/null \
-        | python3 -c 'import json,sys; ps=json.load(sys.stdin); sys.exit(any(p["state"]=="starting" for p in ps))'; do
-        sleep 0.02
+# A plugin folder of COUNT wrappers around BINARY, ids PREFIX-1 .. PREFIX-COUNT
+# (the wrapper prints the metadata, then execs the binary).
+plugin_copies() { # dir prefix count binary
+    mkdir -p "$1"
+    local i
+    for i in $(seq 1 "$3"); do
+        cat > "$1/$2-$i" <<SH
+#!/bin/sh
+if [ "\$1" = "--metadata" ]; then
+  echo '{"id":"$2-$i","name":"$2 $i","version":"1","author":null,"icon":"x","route":"/$2-$i","protocol":2}'
+  exit 0
+fi
+exec "$4"
+SH
+        chmod +x "$1/$2-$i"
     done
-    echo "$port $pid $(( ($(date +%s%N) - started) / 1000000 ))"
 }
 
-# wrk: prints "req/s p50 p99" (latencies in ms).
-load() { # url connections
-    local threads=$(( $2 < 2 ? 1 : 2 ))
-    wrk -t"$threads" -c"$2" -d"$DURATION" --latency -H "Authorization: Bearer ${TOKEN:-none}" "$1" 2>/dev/null | python3 -c '
+# Starts torud NAME on plugin folder DIR with EXTRA config lines under a
+# NOTIFY_SOCKET of our own and waits for READY=1. Sets T_PID, T_PORT, T_SOCK
+# (its Unix socket: no token needed there) and T_READY_MS (start to READY=1).
+start_torud() { # name dir extra
+    local dir=$WORK/$1
+    mkdir -p "$dir"
+    T_PORT=$(free_port); T_SOCK=$dir/run/toru.sock
+    cat > "$dir/toru.toml" <<TOML
+listen = ["127.0.0.1:$T_PORT", "unix:$T_SOCK"]
+state_dir = "$dir/state"
+runtime_dir = "$dir/run"
+plugin_dirs = ["$2"]
+$3
+TOML
+    # The service manager's side of sd_notify: a datagram socket; prints the
+    # wall clock (µs) at READY=1.
+    python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(120)
+while b"READY=1" not in s.recv(65536).split(b"\n"):
+    pass
+print(time.time_ns() // 1000)' "$dir/notify.sock" > "$dir/ready" &
+    local listener=$!
+    until [[ -S "$dir/notify.sock" ]]; do sleep 0.005; done
+    local started; started=$(now_us)
+    NOTIFY_SOCKET=$dir/notify.sock RUST_LOG=warn "$BIN/torud" --config "$dir/toru.toml" 2>"$dir/torud.log" &
+    T_PID=$!; PIDS+=("$T_PID")
+    if ! wait "$listener"; then
+        say "torud $1 did not become ready; its log:"; cat "$dir/torud.log" >&2; exit 1
+    fi
+    T_READY_MS=$(calc "round(($(cat "$dir/ready") - $started) / 1000, 1)")
+}
+
+# Drops finished pids from PIDS.
+forget() { local p keep=(); for p in "${PIDS[@]}"; do [[ " $* " == *" $p "* ]] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
+
+# wrk: prints "req/s p50 p99 errors" (latencies in ms).
+load() { # url connections [lua script]
+    local threads=$(( $2 < 2 ? 1 : 2 )) script=()
+    if [[ -n "${3:-}" ]]; then script=(-s "$3"); fi
+    wrk -t"$threads" -c"$2" -d"$DURATION" --latency "${script[@]}" \
+        -H "Authorization: Bearer ${TOKEN:-none}" "$1" 2>/dev/null | python3 -c '
 import re, sys
 text = sys.stdin.read()
 def ms(v):
     n, unit = float(re.match(r"[\d.]+", v).group()), re.sub(r"[\d.]+", "", v)
-    return n * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    return n * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
 p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
@@ -62,67 +157,223 @@ if socket_errors: bad += sum(int(n) for n in re.findall(r"\d+", socket_errors.gr
 print(f"{rps:.0f} {p50:.3f} {p99:.3f} {bad}")'
 }
 
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-
-# --- the limit: a bare hyper server ---
+# ===================== 1. gateway =====================
+say "gateway: starting the limit, nginx and torud"
 LIMIT_PORT=$(free_port)
 "$BIN/limit" "127.0.0.1:$LIMIT_PORT" & PIDS+=($!)
-sleep 0.3
+"$BIN/limit" "unix:$WORK/backend.sock" & PIDS+=($!)
+until [[ -S "$WORK/backend.sock" ]]; do sleep 0.01; done
+chmod 666 "$WORK/backend.sock"  # for nginx's workers
 
-# --- torud with hello (protocol 2) and hello-py (protocol 1) ---
+# nginx, run by us in the foreground with its own paths, never the service.
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/nginx"
+chmod 755 "$WORK/nginx"
+cat > "$WORK/nginx/nginx.conf" <<CONF
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    # Keep connections as long as torud does: no reconnects mid-load.
+    keepalive_requests 1000000;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream backend {
+        server unix:$WORK/backend.sock;
+        # Idle upstream connections kept per worker: enough for 256 clients.
+        keepalive 512;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        # Bodies and answers of 64 KiB stay in memory.
+        client_max_body_size 1m;
+        client_body_buffer_size 128k;
+        proxy_buffer_size 16k;
+        proxy_buffers 8 16k;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+"$NGINX" -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+
 mkdir -p "$WORK/plugins2"
-ln -s "$PWD/$BIN/hello" "$WORK/plugins2/hello"
+ln -s "$BIN/hello" "$WORK/plugins2/hello"
 ln -s "$PWD/examples/python/hello_v1.py" "$WORK/plugins2/hello-py"
-read -r PORT _ _ < <(start_torud main "$WORK/plugins2" '[restart]
+start_torud main "$WORK/plugins2" '[restart]
 stable_after = "1s"
-max_failures = 1000')
+max_failures = 1000'
+MAIN_PID=$T_PID; MAIN_SOCK=$T_SOCK
 TOKEN=$(cat "$WORK/main/state/admin.token")
+RSS_MAIN_BEFORE=$(rss_kib "$MAIN_PID")
+for port in "$LIMIT_PORT" "$NGINX_PORT"; do
+    until curl -sf -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.02; done
+done
+
+declare -A URL
+URL[limit]=http://127.0.0.1:$LIMIT_PORT
+URL[nginx]=http://127.0.0.1:$NGINX_PORT
+URL[v2]=http://127.0.0.1:$T_PORT/api/plugins/route/hello
+URL[v1]=http://127.0.0.1:$T_PORT/api/plugins/route/hello-py
+declare -A BODY=([100]="~100 B" [64k]="64 KiB")
+declare -A NAME=([limit]="limit (bare hyper)" [nginx]="nginx → hyper (Unix socket)"
+    [v2]="torud + hello (protocol 2)" [v1]="torud + hello-py (protocol 1)")
+TARGETS=(limit nginx v2 v1)
+
+cat > "$WORK/post64k.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = string.rep("x", 65536)
+wrk.headers["Content-Type"] = "application/octet-stream"
+LUA
+head -c 65536 /dev/zero | tr '\0' x > "$WORK/64k"
+
+# The same answer sizes everywhere: ~100 B for GET /, 65536 B echoed.
+declare -A SIZE
+for t in "${TARGETS[@]}"; do
+    SIZE[$t]=$(curl -sf -o /dev/null -w '%{size_download}' -H "Authorization: Bearer $TOKEN" "${URL[$t]}/")
+    echoed=$(curl -sf -o /dev/null -w '%{size_download}' -H "Authorization: Bearer $TOKEN" \
+        -H 'Content-Type: application/octet-stream' --data-binary "@$WORK/64k" "${URL[$t]}/echo")
+    if [[ "$echoed" != 65536 ]]; then say "${NAME[$t]} echoed $echoed bytes, not 65536"; exit 1; fi
+done
 
 declare -A RESULT
-for c in 1 64; do
-    RESULT[limit,$c]=$(load "http://127.0.0.1:$LIMIT_PORT/" "$c")
-    RESULT[v2,$c]=$(load "http://127.0.0.1:$PORT/api/plugins/route/hello/" "$c")
-    RESULT[v1,$c]=$(load "http://127.0.0.1:$PORT/api/plugins/route/hello-py/" "$c")
+for body in 100 64k; do
+    for c in 1 16 256; do
+        for t in "${TARGETS[@]}"; do
+            say "gateway: $body, $c connections, ${NAME[$t]}"
+            if [[ $body == 100 ]]; then
+                RESULT[$t,$body,$c]=$(load "${URL[$t]}/" "$c")
+            else
+                RESULT[$t,$body,$c]=$(load "${URL[$t]}/echo" "$c" "$WORK/post64k.lua")
+            fi
+        done
+    done
 done
-RECOVERY=$("$BIN/recovery" "$WORK/main/run/toru.sock" hello hello "$RUNS" | tail -1 | awk '{print $2}')
+RSS_MAIN_AFTER=$(rss_kib "$MAIN_PID")
 
-# --- RSS with 0 and 10 plugins, and time to ready ---
-mkdir -p "$WORK/none" "$WORK/ten"
-read -r _ PID0 READY0 < <(start_torud zero "$WORK/none" "")
-for i in $(seq 1 10); do
-    cat > "$WORK/ten/hello-$i" <<SH
-#!/bin/sh
-if [ "\$1" = "--metadata" ]; then
-  echo '{"id":"hello-$i","name":"Hello $i","version":"1","author":null,"icon":"x","route":"/hello-$i","protocol":2}'
-  exit 0
-fi
-exec "$PWD/$BIN/hello"
-SH
-    chmod +x "$WORK/ten/hello-$i"
+# ===================== 2. recovery =====================
+say "recovery: $RECOVERY_RUNS × kill -9"
+RECOVERY=$("$BIN/recovery" "$MAIN_SOCK" hello hello "$RECOVERY_RUNS" | tail -1 | awk '{print $2}')
+stop "${PIDS[@]}"; PIDS=()
+
+# ===================== 3. plugin KV =====================
+say "kv: 1 and 8 plugins through torud, then redb directly"
+plugin_copies "$WORK/kvplugins" kvbench 8 "$BIN/kvbench"
+start_torud kv "$WORK/kvplugins" 'request_timeout = "300s"'
+kv_call() { # plugin query: prints ops/s
+    curl -sf --unix-socket "$T_SOCK" "http://t/api/plugins/route/$1/?$2" \
+        | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["ops_per_s"]))'
+}
+kv_direct() { # threads sets: prints "set/s get/s"
+    "$BIN/kvdirect" "$WORK/direct$1" "$1" "$2" "$KV_GETS" \
+        | python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["set_ops_per_s"]), round(r["get_ops_per_s"]))'
+}
+# The disk's fsync time drifts (the machine is shared): torud and redb
+# directly take turns, 3 rounds, and each figure is the median of its 3.
+: > "$WORK/kv.txt"
+for round in 1 2 3; do
+    say "kv: round $round of 3"
+    {
+        echo "t_set1 $(kv_call kvbench-1 "op=set&n=$KV_SETS")"
+        echo "t_get1 $(kv_call kvbench-1 "op=get&n=$KV_GETS&keys=$KV_SETS")"
+        read -r set get < <(kv_direct 1 "$KV_SETS")
+        echo "d_set1 $set"; echo "d_get1 $get"
+        echo "t_set8 $(kv_eight "op=set&n=$KV_SETS8")"
+        echo "t_get8 $(kv_eight "op=get&n=$KV_GETS&keys=$KV_SETS8")"
+        read -r set get < <(kv_direct 8 "$KV_SETS8")
+        echo "d_set8 $set"; echo "d_get8 $get"
+    } >> "$WORK/kv.txt"
 done
-read -r _ PID10 READY10 < <(start_torud ten "$WORK/ten" "")
-sleep 1
-RSS0=$(rss_kib "$PID0"); RSS10=$(rss_kib "$PID10")
+stop "$T_PID"; forget "$T_PID"
+kv() { awk -v k="$1" '$1 == k {print $2}' "$WORK/kv.txt" | median; }
 
+# ===================== 4. scale =====================
+declare -A READY_MS RSS
+for n in 0 1 10 100; do
+    say "scale: $n plugins"
+    plugin_copies "$WORK/scale$n" hello "$n" "$BIN/hello"
+    start_torud "scale$n" "$WORK/scale$n" ""
+    sleep 1
+    READY_MS[$n]=$T_READY_MS; RSS[$n]=$(rss_kib "$T_PID")
+    stop "$T_PID"; forget "$T_PID"
+done
+
+# ===================== 5. cold start =====================
+say "cold start: $COLD_RUNS × torud + hello and × limit, socket-activated"
+mkdir -p "$WORK/cold/plugins"
+ln -s "$BIN/hello" "$WORK/cold/plugins/hello"
+# A first start makes the state (database, token), as an installed torud has.
+start_torud cold "$WORK/cold/plugins" ""
+COLD_TOKEN=$(cat "$WORK/cold/state/admin.token")
+stop "$T_PID"; forget "$T_PID"
+for i in $(seq 1 "$COLD_RUNS"); do
+    port=$(free_port)
+    RUST_LOG=warn "$BIN/coldstart" "$port" /api/plugins/route/hello/ "$COLD_TOKEN" \
+        systemd-socket-activate -l "127.0.0.1:$port" --fdname=http \
+        "$BIN/torud" --config "$WORK/cold/toru.toml" >> "$WORK/cold-torud" 2>>"$WORK/cold.log"
+    port=$(free_port)
+    "$BIN/coldstart" "$port" / - \
+        systemd-socket-activate -l "127.0.0.1:$port" --fdname=http \
+        "$BIN/limit" activated >> "$WORK/cold-limit" 2>>"$WORK/cold.log"
+done
+COLD_T_ANSWER=$(awk '{print $1}' "$WORK/cold-torud" | median)
+COLD_T_200=$(awk '{print $2}' "$WORK/cold-torud" | median)
+COLD_L_200=$(awk '{print $2}' "$WORK/cold-limit" | median)
+
+# ===================== the table =====================
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-field() { echo "${RESULT[$1,$2]}" | awk -v n="$3" '{print $n}'; }
-
+field() { echo "${RESULT[$1]}" | awk -v n="$2" '{print $n}'; }
+mib() { python3 -c "print(f'{$1 / 1024:.1f}')"; }
+slope() { python3 -c "print(f'{($2 - $1) / ($4 - $3):.$5f}')"; } # y1 y2 x1 x2 decimals
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 {
-echo "## Run of $(date -u +%Y-%m-%dT%H:%MZ) ($DURATION per load, $(nproc) cores, $(uname -r))"
+echo "## Run of $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
-echo "| target | connections | req/s | p50 ms | p99 ms | req/s ÷ limit | errors |"
-echo "|---|---|---|---|---|---|---|"
-for c in 1 64; do
-    for t in limit v2 v1; do
-        name=${t/limit/limit (bare hyper)}; name=${name/v2/torud + hello (protocol 2)}; name=${name/v1/torud + hello-py (protocol 1)}
-        echo "| $name | $c | $(field $t $c 1) | $(field $t $c 2) | $(field $t $c 3) | $(ratio "$(field $t $c 1)" "$(field limit $c 1)") | $(field $t $c 4) |"
+echo "$(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), Linux $(uname -r); load average before the table was written: $LOAD."
+echo "wrk: $DURATION per load, 1 thread at 1 connection, else 2; ~100 B = \`GET /\` (answers of ${SIZE[limit]}, ${SIZE[nginx]}, ${SIZE[v2]} and ${SIZE[v1]} B), 64 KiB = \`POST /echo\` of 65536 B echoed back."
+echo
+echo "| body | conns | target | req/s | p50 ms | p99 ms | p99 added ms | ÷ limit | ÷ nginx | errors |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for body in 100 64k; do
+    for c in 1 16 256; do
+        for t in "${TARGETS[@]}"; do
+            k=$t,$body,$c
+            echo "| ${BODY[$body]} | $c | ${NAME[$t]} | $(field "$k" 1) | $(field "$k" 2) | $(field "$k" 3) | $(calc "round($(field "$k" 3) - $(field "limit,$body,$c" 3), 3)") | $(ratio "$(field "$k" 1)" "$(field "limit,$body,$c" 1)") | $(ratio "$(field "$k" 1)" "$(field "nginx,$body,$c" 1)") | $(field "$k" 4) |"
+        done
     done
 done
 echo
+echo "| plugin KV (100 B values), median of 3 rounds | through torud (ops/s) | redb directly (ops/s) | ratio |"
+echo "|---|---|---|---|"
+kv_row() { # label figure
+    echo "| $1 | $(kv "t_$2") | $(kv "d_$2") | $(ratio "$(kv "t_$2")" "$(kv "d_$2")") |"
+}
+kv_row "durable sets, 1 plugin ($KV_SETS sequential)" set1
+kv_row "durable sets, 8 plugins at once ($KV_SETS8 each)" set8
+kv_row "gets, 1 plugin ($KV_GETS sequential)" get1
+kv_row "gets, 8 plugins at once ($KV_GETS each)" get8
+echo
+echo "| plugins | start to READY=1 ms | torud RSS MiB |"
+echo "|---|---|---|"
+for n in 0 1 10 100; do echo "| $n | ${READY_MS[$n]} | $(mib "${RSS[$n]}") |"; done
+echo "| per plugin, 1 → 10 | $(slope "${READY_MS[1]}" "${READY_MS[10]}" 1 10 1) ms | $(slope "${RSS[1]}" "${RSS[10]}" 1 10 0) KiB |"
+echo "| per plugin, 10 → 100 | $(slope "${READY_MS[10]}" "${READY_MS[100]}" 10 100 1) ms | $(slope "${RSS[10]}" "${RSS[100]}" 10 100 0) KiB |"
+echo
 echo "| figure | value |"
 echo "|---|---|"
-echo "| torud RSS, 0 plugins | $((RSS0 / 1024)) MiB ($RSS0 KiB) |"
-echo "| torud RSS, 10 plugins | $((RSS10 / 1024)) MiB ($RSS10 KiB) |"
-echo "| start to ready, 0 / 10 plugins | ${READY0} ms / ${READY10} ms |"
-echo "| kill -9 of a plugin to its next 200, median of $RUNS | ${RECOVERY} ms |"
+echo "| torud RSS with hello and hello-py, before / after the gateway loads | $(mib "$RSS_MAIN_BEFORE") MiB / $(mib "$RSS_MAIN_AFTER") MiB |"
+echo "| cold start, limit: first connection to 200, median of $COLD_RUNS | $COLD_L_200 ms |"
+echo "| cold start, torud + hello: first connection to first answer / to first 200, median of $COLD_RUNS | $COLD_T_ANSWER ms / $COLD_T_200 ms ($(ratio "$COLD_T_200" "$COLD_L_200") × limit) |"
+echo "| \`kill -9\` of a plugin to its next 200, median of $RECOVERY_RUNS | $RECOVERY ms |"
+echo
+echo "Whole run: $(( SECONDS - STARTED )) s."
 } | tee "bench/results/$(date -u +%Y-%m-%d).md"
