@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10s; KV_SETS=1000; KV_SETS8=300; KV_GETS=20000; COLD_RUNS=10; RECOVERY_RUNS=20
+ROUNDS=3; DURATION=10s; KV_SETS=1000; KV_SETS8=300; KV_GETS=20000; COLD_RUNS=10; RECOVERY_RUNS=20
 if [[ "${1:-}" == "--quick" ]]; then
     DURATION=3s; KV_SETS=300; KV_SETS8=100; KV_GETS=5000; COLD_RUNS=5
 elif [[ $# -gt 0 ]]; then
@@ -136,7 +136,7 @@ print(time.time_ns() // 1000)' "$dir/notify.sock" > "$dir/ready" &
 # Drops finished pids from PIDS.
 forget() { local p keep=(); for p in "${PIDS[@]}"; do [[ " $* " == *" $p "* ]] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
 
-# wrk: prints "req/s p50 p99 errors" (latencies in ms).
+# wrk: prints "req/s p50 p99 errors requests" (latencies in ms).
 load() { # url connections [lua script]
     local threads=$(( $2 < 2 ? 1 : 2 )) script=()
     if [[ -n "${3:-}" ]]; then script=(-s "$3"); fi
@@ -154,14 +154,27 @@ errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 socket_errors = re.search(r"Socket errors: (.*)", text)
 bad = int(errors.group(1)) if errors else 0
 if socket_errors: bad += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {bad}")'
+requests = int(re.search(r"(\d+) requests in", text).group(1))
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {bad} {requests}")'
+}
+
+# CPU time (user + system, clock ticks) used so far by these processes.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # pid...
+    local p total=0 utime stime
+    for p in "$@"; do
+        # After "pid (comm) ", utime and stime are the 12th and 13th fields.
+        read -r utime stime < <(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12, $13}')
+        total=$(( total + utime + stime ))
+    done
+    echo "$total"
 }
 
 # ===================== 1. gateway =====================
 say "gateway: starting the limit, nginx and torud"
 LIMIT_PORT=$(free_port)
-"$BIN/limit" "127.0.0.1:$LIMIT_PORT" & PIDS+=($!)
-"$BIN/limit" "unix:$WORK/backend.sock" & PIDS+=($!)
+"$BIN/limit" "127.0.0.1:$LIMIT_PORT" & LIMIT_PID=$!; PIDS+=("$LIMIT_PID")
+"$BIN/limit" "unix:$WORK/backend.sock" & BACKEND_PID=$!; PIDS+=("$BACKEND_PID")
 until [[ -S "$WORK/backend.sock" ]]; do sleep 0.01; done
 chmod 666 "$WORK/backend.sock"  # for nginx's workers
 
@@ -204,7 +217,8 @@ http {
     }
 }
 CONF
-"$NGINX" -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+"$NGINX" -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
+NGINX_PID=$!; PIDS+=("$NGINX_PID")
 
 mkdir -p "$WORK/plugins2"
 ln -s "$BIN/hello" "$WORK/plugins2/hello"
@@ -228,6 +242,13 @@ declare -A BODY=([100]="~100 B" [64k]="64 KiB")
 declare -A NAME=([limit]="limit (bare hyper)" [nginx]="nginx → hyper (Unix socket)"
     [v2]="torud + hello (protocol 2)" [v1]="torud + hello-py (protocol 1)")
 TARGETS=(limit nginx v2 v1)
+# The processes that serve each target, for the CPU each request costs.
+plugin_pid() { curl -sf --unix-socket "$MAIN_SOCK" "http://t/api/plugins/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])'; }
+declare -A SERVERS
+SERVERS[limit]=$LIMIT_PID
+SERVERS[nginx]="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')$BACKEND_PID"
+SERVERS[v2]="$MAIN_PID $(plugin_pid hello)"
+SERVERS[v1]="$MAIN_PID $(plugin_pid hello-py)"
 
 cat > "$WORK/post64k.lua" <<'LUA'
 wrk.method = "POST"
@@ -245,16 +266,38 @@ for t in "${TARGETS[@]}"; do
     if [[ "$echoed" != 65536 ]]; then say "${NAME[$t]} echoed $echoed bytes, not 65536"; exit 1; fi
 done
 
+# Rounds of every load in turn, so that drift in the machine's load reaches
+# all targets alike; each figure comes from the round with the median req/s.
+: > "$WORK/gateway.txt"
+for round in $(seq 1 "$ROUNDS"); do
+    for body in 100 64k; do
+        for c in 1 16 256; do
+            for t in "${TARGETS[@]}"; do
+                say "gateway: round $round of $ROUNDS, ${BODY[$body]}, $c connections, ${NAME[$t]}"
+                # shellcheck disable=SC2086 # a list of pids
+                ticks=$(cpu_ticks ${SERVERS[$t]})
+                if [[ $body == 100 ]]; then
+                    result=$(load "${URL[$t]}/" "$c")
+                else
+                    result=$(load "${URL[$t]}/echo" "$c" "$WORK/post64k.lua")
+                fi
+                # shellcheck disable=SC2086
+                ticks=$(( $(cpu_ticks ${SERVERS[$t]}) - ticks ))
+                echo "$t,$body,$c $result $ticks" >> "$WORK/gateway.txt"
+            done
+        done
+    done
+done
 declare -A RESULT
 for body in 100 64k; do
     for c in 1 16 256; do
         for t in "${TARGETS[@]}"; do
-            say "gateway: $body, $c connections, ${NAME[$t]}"
-            if [[ $body == 100 ]]; then
-                RESULT[$t,$body,$c]=$(load "${URL[$t]}/" "$c")
-            else
-                RESULT[$t,$body,$c]=$(load "${URL[$t]}/echo" "$c" "$WORK/post64k.lua")
-            fi
+            k=$t,$body,$c
+            RESULT[$k]=$(awk -v k="$k" '$1 == k' "$WORK/gateway.txt" | sort -k2,2n \
+                | sed -n "$(( (ROUNDS + 1) / 2 ))p" | cut -d' ' -f2-)
+            errors=$(awk -v k="$k" '$1 == k {n += $5} END {print n + 0}' "$WORK/gateway.txt")
+            read -r rps p50 p99 _ requests ticks <<< "${RESULT[$k]}"
+            RESULT[$k]="$rps $p50 $p99 $errors $(calc "round($ticks * 1e6 / $CLK_TCK / $requests, 1)")"
         done
     done
 done
@@ -273,6 +316,17 @@ kv_call() { # plugin query: prints ops/s
     curl -sf --unix-socket "$T_SOCK" "http://t/api/plugins/route/$1/?$2" \
         | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["ops_per_s"]))'
 }
+kv_eight() { # query: ops/s of 8 plugins at once (all calls ÷ the slowest's time)
+    local i pids=()
+    for i in $(seq 1 8); do
+        curl -sf -o "$WORK/kv8-$i.json" --unix-socket "$T_SOCK" "http://t/api/plugins/route/kvbench-$i/?$1" & pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i"; done
+    python3 -c '
+import json, sys
+runs = [json.load(open(f"{sys.argv[1]}/kv8-{i}.json")) for i in range(1, 9)]
+print(round(sum(r["n"] for r in runs) / (max(r["elapsed_ms"] for r in runs) / 1000)))' "$WORK"
+}
 kv_direct() { # threads sets: prints "set/s get/s"
     "$BIN/kvdirect" "$WORK/direct$1" "$1" "$2" "$KV_GETS" \
         | python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["set_ops_per_s"]), round(r["get_ops_per_s"]))'
@@ -282,16 +336,16 @@ kv_direct() { # threads sets: prints "set/s get/s"
 : > "$WORK/kv.txt"
 for round in 1 2 3; do
     say "kv: round $round of 3"
-    {
-        echo "t_set1 $(kv_call kvbench-1 "op=set&n=$KV_SETS")"
-        echo "t_get1 $(kv_call kvbench-1 "op=get&n=$KV_GETS&keys=$KV_SETS")"
-        read -r set get < <(kv_direct 1 "$KV_SETS")
-        echo "d_set1 $set"; echo "d_get1 $get"
-        echo "t_set8 $(kv_eight "op=set&n=$KV_SETS8")"
-        echo "t_get8 $(kv_eight "op=get&n=$KV_GETS&keys=$KV_SETS8")"
-        read -r set get < <(kv_direct 8 "$KV_SETS8")
-        echo "d_set8 $set"; echo "d_get8 $get"
-    } >> "$WORK/kv.txt"
+    set1=$(kv_call kvbench-1 "op=set&n=$KV_SETS")
+    get1=$(kv_call kvbench-1 "op=get&n=$KV_GETS&keys=$KV_SETS")
+    direct1=$(kv_direct 1 "$KV_SETS")
+    set8=$(kv_eight "op=set&n=$KV_SETS8")
+    get8=$(kv_eight "op=get&n=$KV_GETS&keys=$KV_SETS8")
+    direct8=$(kv_direct 8 "$KV_SETS8")
+    read -r dset1 dget1 <<< "$direct1"
+    read -r dset8 dget8 <<< "$direct8"
+    printf '%s %s\n' t_set1 "$set1" t_get1 "$get1" d_set1 "$dset1" d_get1 "$dget1" \
+        t_set8 "$set8" t_get8 "$get8" d_set8 "$dset8" d_get8 "$dget8" >> "$WORK/kv.txt"
 done
 stop "$T_PID"; forget "$T_PID"
 kv() { awk -v k="$1" '$1 == k {print $2}' "$WORK/kv.txt" | median; }
@@ -339,15 +393,15 @@ LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "## Run of $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "$(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), Linux $(uname -r); load average before the table was written: $LOAD."
-echo "wrk: $DURATION per load, 1 thread at 1 connection, else 2; ~100 B = \`GET /\` (answers of ${SIZE[limit]}, ${SIZE[nginx]}, ${SIZE[v2]} and ${SIZE[v1]} B), 64 KiB = \`POST /echo\` of 65536 B echoed back."
+echo "wrk: $DURATION per load, $ROUNDS rounds (the round with the median req/s is shown; errors are counted over all rounds), 1 thread at 1 connection, else 2; ~100 B = \`GET /\` (answers of ${SIZE[limit]}, ${SIZE[nginx]}, ${SIZE[v2]} and ${SIZE[v1]} B), 64 KiB = \`POST /echo\` of 65536 B echoed back."
 echo
-echo "| body | conns | target | req/s | p50 ms | p99 ms | p99 added ms | ÷ limit | ÷ nginx | errors |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| body | conns | target | req/s | p50 ms | p99 ms | p99 added ms | ÷ limit | ÷ nginx | server CPU µs/req | errors |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for body in 100 64k; do
     for c in 1 16 256; do
         for t in "${TARGETS[@]}"; do
             k=$t,$body,$c
-            echo "| ${BODY[$body]} | $c | ${NAME[$t]} | $(field "$k" 1) | $(field "$k" 2) | $(field "$k" 3) | $(calc "round($(field "$k" 3) - $(field "limit,$body,$c" 3), 3)") | $(ratio "$(field "$k" 1)" "$(field "limit,$body,$c" 1)") | $(ratio "$(field "$k" 1)" "$(field "nginx,$body,$c" 1)") | $(field "$k" 4) |"
+            echo "| ${BODY[$body]} | $c | ${NAME[$t]} | $(field "$k" 1) | $(field "$k" 2) | $(field "$k" 3) | $(calc "round($(field "$k" 3) - $(field "limit,$body,$c" 3), 3)") | $(ratio "$(field "$k" 1)" "$(field "limit,$body,$c" 1)") | $(ratio "$(field "$k" 1)" "$(field "nginx,$body,$c" 1)") | $(field "$k" 5) | $(field "$k" 4) |"
         done
     done
 done
