@@ -37,7 +37,7 @@ install_packages() {
         guard=1
     fi
     local status=0
-    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"; } >&2 || status=$?
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; } >&2 || status=$?
     if [[ -n "$guard" ]]; then rm -f /usr/sbin/policy-rc.d; fi
     return "$status"
 }
@@ -428,6 +428,30 @@ echo "| torud RSS with hello and hello-py, before / after the gateway loads | $(
 echo "| cold start, limit: first connection to 200, median of $COLD_RUNS | $COLD_L_200 ms |"
 echo "| cold start, torud + hello: first connection to first answer / to first 200, median of $COLD_RUNS | $COLD_T_ANSWER ms / $COLD_T_200 ms ($(ratio "$COLD_T_200" "$COLD_L_200") × limit) |"
 echo "| \`kill -9\` of a plugin to its next 200, median of $RECOVERY_RUNS | $RECOVERY ms |"
+echo
+goal() { # description value holds(python expression)
+    echo "| $1 | $2 | $(python3 -c "print('holds' if $3 else 'not met')")${4:-} |"
+}
+added() { calc "round($(field "v2,$1,$2" 3) - $(field "limit,$1,$2" 3), 3)"; }
+echo "| goal (issue 7) | this run | |"
+echo "|---|---|---|"
+for body in 100 64k; do
+    r=$(ratio "$(field "v2,$body,256" 1)" "$(field "limit,$body,256" 1)")
+    goal "torud + protocol 2, 256 connections, ${BODY[$body]}: ≥ 0.6 × limit" "$r" "$r >= 0.6"
+    r=$(ratio "$(field "v2,$body,256" 1)" "$(field "nginx,$body,256" 1)")
+    goal "torud + protocol 2, 256 connections, ${BODY[$body]}: ≥ 1.0 × nginx" "$r" "$r >= 1.0"
+done
+for c in 1 16 256; do
+    a=$(added 100 "$c")
+    goal "p99 added by torud + protocol 2 (its p99 − the limit's), ~100 B, $c connections: < 1 ms" "$a ms" "$a < 1" \
+        "$(python3 -c "print(' (negative: noise, the limit was hit harder)' if $a < 0 else '')")"
+done
+goal "torud RSS with 10 plugins: < 15 MiB" "$(mib "${RSS[10]}") MiB" "${RSS[10]} < 15 * 1024"
+goal "100 plugins ready (READY=1): within 2 s" "${READY_MS[100]} ms" "${READY_MS[100]} < 2000"
+for n in 1 8; do
+    r=$(ratio "$(kv "t_set$n")" "$(kv "d_set$n")")
+    goal "KV durable sets, $n plugin(s): ≥ 0.5 × redb directly" "$r" "$r >= 0.5"
+done
 echo
 echo "Whole run: $(( SECONDS - STARTED )) s."
 } | tee "bench/results/$(date -u +%Y-%m-%d).md"
