@@ -53,6 +53,17 @@ say "building (release)"
 cargo build --release --workspace -q
 BIN=$PWD/target/release
 
+# How busy the machine is apart from this run: CPU counted by the kernel
+# (/proc/stat) minus what this script's processes used (bash's `times`,
+# which counts every waited-for descendant), from here to the table.
+cpu_stat() { awk '/^cpu / {print $2+$3+$4+$7+$8, $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+# `times` must run in this shell itself (not in $(...)): it counts the
+# shell's own children.
+our_cpu() { times > "$WORK/times.$1"; }
+our_cpu_s() { # user + system seconds of this shell's finished children, at our_cpu NAME
+    python3 -c 'import re,sys; print(sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", open(sys.argv[1]).read().splitlines()[1])))' "$WORK/times.$1"
+}
+
 WORK=$(mktemp -d)
 # nginx's workers run as nobody when the script runs as root: they must reach
 # the backend's socket in here (traverse only, no listing).
@@ -73,6 +84,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+read -r BUSY0 STEAL0 TOTAL0 < <(cpu_stat)
+our_cpu start
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now_us() { echo "${EPOCHREALTIME/./}"; }
@@ -388,11 +401,14 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 field() { echo "${RESULT[$1]}" | awk -v n="$2" '{print $n}'; }
 mib() { python3 -c "print(f'{$1 / 1024:.1f}')"; }
 slope() { python3 -c "print(f'{($2 - $1) / ($4 - $3):.$5f}')"; } # y1 y2 x1 x2 decimals
-LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+read -r BUSY1 STEAL1 TOTAL1 < <(cpu_stat)
+our_cpu end
+OTHERS=$(calc "round(100 * (($BUSY1 - $BUSY0) / $CLK_TCK - ($(our_cpu_s end) - $(our_cpu_s start))) / (($TOTAL1 - $TOTAL0) / $CLK_TCK))")
+STEAL=$(calc "round(100 * ($STEAL1 - $STEAL0) / ($TOTAL1 - $TOTAL0), 1)")
 {
 echo "## Run of $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
-echo "$(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), Linux $(uname -r); load average before the table was written: $LOAD."
+echo "$(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), Linux $(uname -r). Other processes than this run's used ~$OTHERS % of the cores' time during it; steal time $STEAL %."
 echo "wrk: $DURATION per load, $ROUNDS rounds (the round with the median req/s is shown; errors are counted over all rounds), 1 thread at 1 connection, else 2; ~100 B = \`GET /\` (answers of ${SIZE[limit]}, ${SIZE[nginx]}, ${SIZE[v2]} and ${SIZE[v1]} B), 64 KiB = \`POST /echo\` of 65536 B echoed back."
 echo
 echo "| body | conns | target | req/s | p50 ms | p99 ms | p99 added ms | ÷ limit | ÷ nginx | server CPU µs/req | errors |"
