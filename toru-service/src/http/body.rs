@@ -34,19 +34,34 @@ pub(crate) async fn read(
     // Chunked bodies (and HTTP/2 bodies without content-length) are
     // refused as soon as they pass the limit.
     let mut body = body;
-    let mut collected = Vec::new();
+    // A body that arrives in one piece is passed on as it is; pieces are
+    // gathered into one buffer, sized from Content-Length when announced
+    // (bounded by `limit` above) rather than grown by doubling.
+    let mut first: Option<Bytes> = None;
+    let mut collected: Vec<u8> = Vec::new();
+    let announced = announced.and_then(|len| usize::try_from(len).ok());
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if collected.len() + data.len() > limit {
-                linger(body).await;
-                return Err(ApiError::PayloadTooLarge(limit));
-            }
-            collected.extend_from_slice(&data);
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let have = first.as_ref().map_or(0, Bytes::len) + collected.len();
+        if have + data.len() > limit {
+            linger(body).await;
+            return Err(ApiError::PayloadTooLarge(limit));
         }
+        if have == 0 {
+            first = Some(data);
+            continue;
+        }
+        if let Some(first) = first.take() {
+            collected.reserve_exact(announced.unwrap_or(0).max(first.len() + data.len()));
+            collected.extend_from_slice(&first);
+        }
+        collected.extend_from_slice(&data);
     }
-    Ok(Bytes::from(collected))
+    Ok(first.unwrap_or_else(|| Bytes::from(collected)))
 }
 
 /// Most bytes of a refused body read and thrown away before answering.
