@@ -403,7 +403,7 @@ mib() { python3 -c "print(f'{$1 / 1024:.1f}')"; }
 slope() { python3 -c "print(f'{($2 - $1) / ($4 - $3):.$5f}')"; } # y1 y2 x1 x2 decimals
 read -r BUSY1 STEAL1 TOTAL1 < <(cpu_stat)
 our_cpu end
-OTHERS=$(calc "round(100 * (($BUSY1 - $BUSY0) / $CLK_TCK - ($(our_cpu_s end) - $(our_cpu_s start))) / (($TOTAL1 - $TOTAL0) / $CLK_TCK))")
+OTHERS=$(calc "max(0, round(100 * (($BUSY1 - $BUSY0) / $CLK_TCK - ($(our_cpu_s end) - $(our_cpu_s start))) / (($TOTAL1 - $TOTAL0) / $CLK_TCK)))")
 STEAL=$(calc "round(100 * ($STEAL1 - $STEAL0) / ($TOTAL1 - $TOTAL0), 1)")
 {
 echo "## Run of $(date -u +%Y-%m-%dT%H:%MZ)"
