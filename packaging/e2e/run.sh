@@ -196,6 +196,14 @@ done
 ct() { nsenter -t "$LEADER" -a "$@"; }
 # sh 'SCRIPT': a shell script in the container.
 sh_in() { ct /bin/sh -c "$1"; }
+# apt_in STEP ARGS...: apt-get ARGS in the container, its output kept in
+# STEP.log and shown when it fails.
+apt_in() {
+    local step=$1
+    shift
+    ct env DEBIAN_FRONTEND=noninteractive apt-get -y -q "$@" >"$WORK/$step.log" 2>&1 ||
+        { cat "$WORK/$step.log" >&2; die "apt-get $* ($step)"; }
+}
 # until_in SECONDS 'SCRIPT': retries the script until it succeeds.
 until_in() {
     local deadline=$((SECONDS + $1))
@@ -240,8 +248,7 @@ wait_running() { # wait_running ID SECONDS
 }
 
 say "installing $DEB"
-ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "/root/$DEB" \
-    >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log" >&2; die "apt-get install"; }
+apt_in install install --no-install-recommends "/root/$DEB"
 ok "apt-get install ./$DEB"
 
 [ "$(ct systemctl is-enabled toru.socket)" = enabled ] || die "toru.socket not enabled"
@@ -389,8 +396,7 @@ ok "systemctl restart toru.socket while torud runs, 3 times: both sockets active
 
 main=$(prop toru.service MainPID)
 [ "$main" != 0 ] || die "toru.service not running before the upgrade"
-ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/root/$UPGRADE_DEB" >"$WORK/upgrade.log" 2>&1 ||
-    { cat "$WORK/upgrade.log" >&2; die "upgrade"; }
+apt_in upgrade install "/root/$UPGRADE_DEB"
 [ "$(ct dpkg-query -W -f '${Version}' toru)" = "$UPGRADE_VERSION" ] || die "upgrade did not happen"
 [ "$(ct systemctl is-active toru.socket)" = active ] || die "toru.socket not active after the upgrade"
 [ "$(prop toru.service MainPID)" != "$main" ] || die "the upgrade did not restart the running torud"
@@ -398,14 +404,12 @@ check_state "after the upgrade to $UPGRADE_VERSION"
 wait_running hello 30
 ok "upgrade to $UPGRADE_VERSION: torud restarted, socket kept listening, instance id and KV kept"
 
-ct env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q toru >"$WORK/remove.log" 2>&1 ||
-    { cat "$WORK/remove.log" >&2; die "apt-get remove"; }
+apt_in remove remove toru
 [ -z "$(ct pgrep -u toru || true)" ] || die "processes of toru left after remove"
 sh_in 'test ! -e /usr/sbin/torud && test -d /var/lib/toru && test -f /etc/toru/toru.toml' ||
     die "remove: torud still there, or state or config gone"
 ct getent passwd toru >/dev/null || die "remove took the user"
-ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/root/$DEB" >"$WORK/reinstall.log" 2>&1 ||
-    { cat "$WORK/reinstall.log" >&2; die "reinstall"; }
+apt_in reinstall install "/root/$DEB"
 check_state "after remove and reinstall"
 ok "apt-get remove stops everything and keeps state, config and user; reinstall finds them"
 
@@ -426,12 +430,10 @@ sh_in 'cp /root/toru.toml.good /etc/toru/toru.toml'
 ct systemctl reset-failed toru.service
 check_state "after the config is mended"
 
-ct env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q toru >"$WORK/purge.log" 2>&1 ||
-    { cat "$WORK/purge.log" >&2; die "apt-get purge"; }
+apt_in purge purge toru
 sh_in 'test ! -e /var/lib/toru && test ! -e /etc/toru' || die "purge left /var/lib/toru or /etc/toru"
 if ct getent passwd toru >/dev/null; then die "purge left the user toru"; fi
-ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/root/$DEB" >"$WORK/reinstall2.log" 2>&1 ||
-    { cat "$WORK/reinstall2.log" >&2; die "install after purge"; }
+apt_in install-after-purge install "/root/$DEB"
 fresh=$(ct toructl instance-id)
 [ "$fresh" != "$instance" ] || die "purge kept the instance id"
 if ct toructl kv get hello e2e-key >/dev/null 2>&1; then die "purge kept the KV data"; fi

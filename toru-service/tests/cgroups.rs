@@ -48,6 +48,36 @@ async fn helpers(file: &Path) -> Vec<u32> {
     }
 }
 
+/// torud in a fresh test cgroup with the forker running and its three
+/// helpers started; `None` where the machine has no writable cgroup2.
+struct Forking {
+    cgroup: TestCgroup,
+    /// Kept for its temporary folder.
+    setup: Setup,
+    torud: Torud,
+    /// Where the forker writes its helpers' pids.
+    file: std::path::PathBuf,
+    pids: Vec<u32>,
+}
+
+impl Forking {
+    async fn start() -> Option<Self> {
+        let cgroup = TestCgroup::new()?;
+        let setup = Setup::empty();
+        let file = forker(&setup);
+        let torud = setup.start_in(&cgroup).await;
+        torud.wait_state("forker", "running").await;
+        let pids = helpers(&file).await;
+        Some(Self {
+            cgroup,
+            setup,
+            torud,
+            file,
+            pids,
+        })
+    }
+}
+
 async fn wait_gone(pids: &[u32], what: &str) {
     let deadline = Instant::now() + LONG;
     while let Some(pid) = pids.iter().find(|p| !is_gone(**p)) {
@@ -152,76 +182,65 @@ async fn torud_and_each_plugin_run_in_their_own_groups_with_usage_and_limits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disable_kills_everything_the_plugin_started() {
-    let Some(cgroup) = TestCgroup::new() else {
+    let Some(f) = Forking::start().await else {
         return;
     };
-    let setup = Setup::empty();
-    let file = forker(&setup);
-    let torud = setup.start_in(&cgroup).await;
-    torud.wait_state("forker", "running").await;
-    let pids = helpers(&file).await;
-    for pid in &pids {
-        assert_eq!(cgroup_of(*pid), format!("{}/plugins/forker", cgroup.name));
+    for pid in &f.pids {
+        assert_eq!(cgroup_of(*pid), format!("{}/plugins/forker", f.cgroup.name));
     }
 
-    let disabled = torud
+    let disabled = f
+        .torud
         .unix("POST", "/api/plugins/forker/disable", Bytes::new())
         .await;
     assert_eq!(disabled.status, 200);
-    let plugin = torud.wait_state("forker", "disabled").await;
+    let plugin = f.torud.wait_state("forker", "disabled").await;
     assert_eq!(plugin["cgroup"], serde_json::Value::Null, "{plugin}");
-    wait_gone(&pids, "disable").await;
-    assert_eq!(cgroup.plugin_groups(), Vec::<String>::new());
+    wait_gone(&f.pids, "disable").await;
+    assert_eq!(f.cgroup.plugin_groups(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_torud_kills_everything_its_plugins_started() {
-    let Some(cgroup) = TestCgroup::new() else {
+    let Some(mut f) = Forking::start().await else {
         return;
     };
-    let setup = Setup::empty();
-    let file = forker(&setup);
-    let mut torud = setup.start_in(&cgroup).await;
-    torud.wait_state("forker", "running").await;
-    let pids = helpers(&file).await;
 
-    let (code, stderr) = torud.stop();
+    let (code, stderr) = f.torud.stop();
     assert_eq!(code, Some(0), "{stderr}");
-    wait_gone(&pids, "torud's SIGTERM").await;
-    assert_eq!(cgroup.plugin_groups(), Vec::<String>::new());
+    wait_gone(&f.pids, "torud's SIGTERM").await;
+    assert_eq!(f.cgroup.plugin_groups(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torud_started_after_one_was_killed_removes_what_it_left() {
-    let Some(cgroup) = TestCgroup::new() else {
+    let Some(mut f) = Forking::start().await else {
         return;
     };
-    let setup = Setup::empty();
-    let file = forker(&setup);
-    let mut torud = setup.start_in(&cgroup).await;
-    torud.wait_state("forker", "running").await;
-    let pids = helpers(&file).await;
 
-    torud.kill();
+    f.torud.kill();
     // The premise: what a dead torud leaves behind is still running.
-    assert!(pids.iter().all(|p| !is_gone(*p)), "helpers died with torud");
-    std::fs::remove_file(&file).unwrap();
+    assert!(
+        f.pids.iter().all(|p| !is_gone(*p)),
+        "helpers died with torud"
+    );
+    std::fs::remove_file(&f.file).unwrap();
 
-    let mut torud = setup.start_in(&cgroup).await;
-    wait_gone(&pids, "a new torud's start").await;
-    let plugin = torud.wait_state("forker", "running").await;
+    f.torud = f.setup.start_in(&f.cgroup).await;
+    wait_gone(&f.pids, "a new torud's start").await;
+    let plugin = f.torud.wait_state("forker", "running").await;
     let pid = plugin["pid"].as_u64().unwrap() as u32;
-    assert_eq!(cgroup_of(pid), format!("{}/plugins/forker", cgroup.name));
-    let fresh = helpers(&file).await;
+    assert_eq!(cgroup_of(pid), format!("{}/plugins/forker", f.cgroup.name));
+    let fresh = helpers(&f.file).await;
 
-    let (code, stderr) = torud.stop();
+    let (code, stderr) = f.torud.stop();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("removed a plugin group left by a previous torud"),
         "{stderr}"
     );
     wait_gone(&fresh, "torud's SIGTERM").await;
-    assert_eq!(cgroup.plugin_groups(), Vec::<String>::new());
+    assert_eq!(f.cgroup.plugin_groups(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,35 +285,31 @@ async fn a_cgroup_shared_with_another_process_is_not_taken_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_and_a_dying_plugin_take_everything_it_started_along() {
-    let Some(cgroup) = TestCgroup::new() else {
+    let Some(f) = Forking::start().await else {
         return;
     };
-    let setup = Setup::empty();
-    let file = forker(&setup);
-    let torud = setup.start_in(&cgroup).await;
-    torud.wait_state("forker", "running").await;
-    let first = helpers(&file).await;
-    std::fs::remove_file(&file).unwrap();
+    std::fs::remove_file(&f.file).unwrap();
 
-    let restarted = torud
+    let restarted = f
+        .torud
         .unix("POST", "/api/plugins/forker/restart", Bytes::new())
         .await;
     assert_eq!(restarted.status, 200);
-    wait_gone(&first, "restart").await;
-    let second = helpers(&file).await;
-    std::fs::remove_file(&file).unwrap();
-    let plugin = torud.wait_state("forker", "running").await;
+    wait_gone(&f.pids, "restart").await;
+    let second = helpers(&f.file).await;
+    std::fs::remove_file(&f.file).unwrap();
+    let plugin = f.torud.wait_state("forker", "running").await;
 
     // The plugin's main process dies: what it started goes with it.
     signal(plugin["pid"].as_u64().unwrap() as u32, "KILL");
     wait_gone(&second, "the plugin's death").await;
-    let third = helpers(&file).await;
-    let plugin = torud.wait_state("forker", "running").await;
+    let third = helpers(&f.file).await;
+    let plugin = f.torud.wait_state("forker", "running").await;
     assert_eq!(
         cgroup_of(plugin["pid"].as_u64().unwrap() as u32),
-        format!("{}/plugins/forker", cgroup.name)
+        format!("{}/plugins/forker", f.cgroup.name)
     );
     for pid in third {
-        assert_eq!(cgroup_of(pid), format!("{}/plugins/forker", cgroup.name));
+        assert_eq!(cgroup_of(pid), format!("{}/plugins/forker", f.cgroup.name));
     }
 }

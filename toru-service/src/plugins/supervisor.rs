@@ -253,23 +253,18 @@ async fn run_process(
     } else {
         None
     };
-    let isolated = isolation.is_some();
+    let hint = if isolation.is_some() {
+        " in namespaces of its own (user namespaces refused? \
+         `isolate_plugins = false` runs plugins unisolated)"
+    } else {
+        ""
+    };
     let mut child = match spawn(&handle.path, &env, group, isolation) {
         Ok(child) => child,
-        Err(e) if isolated => {
-            return crashed(
-                Duration::ZERO,
-                format!(
-                    "cannot start {} in namespaces of its own: {e} \
-                     (user namespaces refused? `isolate_plugins = false` runs plugins unisolated)",
-                    handle.path.display()
-                ),
-            );
-        }
         Err(e) => {
             return crashed(
                 Duration::ZERO,
-                format!("cannot start {}: {e}", handle.path.display()),
+                format!("cannot start {}{hint}: {e}", handle.path.display()),
             );
         }
     };
