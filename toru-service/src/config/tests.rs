@@ -112,7 +112,11 @@ fn wrong_types_and_broken_toml_are_reported() {
     assert!(err.to_string().contains("TOML"), "{err}");
     let err = parse("isolate_plugins = \"yes\"", &no_env()).unwrap_err();
     assert!(err.to_string().contains("isolate_plugins"), "{err}");
-    assert!(!parse("isolate_plugins = false", &no_env()).unwrap().isolate_plugins);
+    assert!(
+        !parse("isolate_plugins = false", &no_env())
+            .unwrap()
+            .isolate_plugins
+    );
 }
 
 #[test]
