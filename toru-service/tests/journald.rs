@@ -342,6 +342,117 @@ async fn plugin_lines_are_journal_entries_with_the_priority_of_their_level() {
     assert!(status.success(), "ns.sh: {status}");
 }
 
+/// A plugin whose stderr carries ten 10 MB lines and 100 MB of short ones
+/// keeps running, none of its writes fails, torud's memory stays bounded,
+/// and the line written after the flood reaches the logs API and the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_long_and_short_lines_costs_a_plugin_nothing() {
+    skip_without_tools!();
+    let setup = Setup::empty();
+    let result = setup.dir.path().join("flood.result");
+    let flood = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/flood.py");
+    script_plugin(
+        &setup.plugins,
+        "flood",
+        &metadata("flood", "/flood", 2),
+        &format!(
+            "python3 {} {} &\nexec {}",
+            flood.display(),
+            result.display(),
+            hello_binary().display()
+        ),
+    );
+    let mut ns = Namespace::start(&setup, "journal");
+    let torud = ns.torud(&setup).await;
+    let pid = torud.plugin("flood").await["pid"].as_u64().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !result.exists() {
+        assert!(Instant::now() < deadline, "the flood did not end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(std::fs::read_to_string(&result).unwrap().trim(), "ok");
+
+    // The plugin never stopped, and answers; a 20 KB line is no harm either.
+    let plugin = torud.plugin("flood").await;
+    assert_eq!(plugin["state"], "running", "{plugin}");
+    assert_eq!(plugin["pid"].as_u64(), Some(pid), "{plugin}");
+    assert_eq!(plugin["restarts"], 0, "{plugin}");
+    let long = "m".repeat(20_000);
+    let path = format!("/api/plugins/route/flood/log?level=plain&msg={long}");
+    assert_eq!(torud.get(&path).await.status, 204);
+    assert_eq!(
+        torud
+            .get("/api/plugins/route/flood/log?level=plain&msg=after%20all")
+            .await
+            .status,
+        204
+    );
+
+    let logs = torud
+        .get("/api/plugins/flood/logs?page_size=1000")
+        .await
+        .json();
+    let messages: Vec<&str> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    let tail = &messages[messages.len().saturating_sub(4)..];
+    assert!(messages.contains(&"FINAL line after the flood"), "{tail:?}");
+    assert_eq!(messages.last(), Some(&"after all"), "{tail:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("mmmm") && m.ends_with("[cut: line longer than 16384 bytes]")),
+        "{tail:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.ends_with("lines dropped: more than 500 lines/s]"))
+    );
+
+    let journal = ns.journal_until(&["TORU_PLUGIN=flood"], |entries| {
+        !find(entries, "after all").is_empty()
+    });
+    assert_eq!(find(&journal, "FINAL line after the flood").len(), 1);
+    assert_eq!(find(&journal, "after all").len(), 1);
+
+    // torud's high-water mark: the flood passed through a bounded buffer.
+    let torud_rss = processes_in(&ns.namespaces)
+        .iter()
+        .filter_map(|p| p.split_once(' '))
+        .filter(|(_, cmdline)| cmdline.starts_with(TORUD))
+        .map(|(pid, _)| peak_rss_kib(pid))
+        .max()
+        .unwrap();
+    eprintln!(
+        "flood: torud peak RSS {torud_rss} KiB; {} lines kept in the ring, {} journal entries",
+        messages.len(),
+        journal.len()
+    );
+    assert!(
+        torud_rss < 64 * 1024,
+        "torud's peak RSS was {torud_rss} KiB"
+    );
+    drop(torud);
+    let status = ns.stop();
+    assert!(status.success(), "ns.sh: {status}");
+}
+
+/// `VmHWM` of a process, in KiB.
+fn peak_rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_journal_socket_torud_says_so_once_and_uses_stderr() {
     skip_without_tools!();

@@ -1,33 +1,36 @@
-//! What plugins write on stdout and stderr: read line by line with a length
-//! cap and a rate cap, kept in a ring per plugin for the API, and emitted as
-//! tracing events carrying `toru_plugin` (the journal's `TORU_PLUGIN`).
+//! What plugins write on stdout and stderr: read for the plugin's whole
+//! life ([`reader`]), kept in a ring per plugin for the API (bounded in lines
+//! and in bytes), and emitted as tracing events carrying `toru_plugin` (the
+//! journal's `TORU_PLUGIN`).
+
+/// Reading a pipe to its end, with a length cap and a rate cap.
+mod reader;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 
-use futures_util::StreamExt;
-use tokio::io::AsyncRead;
-use tokio::task::JoinHandle;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tracing::Level;
 
 use crate::api::{LogLine, LogPage, LogQuery};
+pub use reader::{CUT_MARK, MAX_LINE, RATE, spawn_reader};
 
-/// Longest line kept; the rest of a longer line is dropped.
-pub const MAX_LINE: usize = 16 * 1024;
-/// Lines kept per plugin for `GET /api/plugins/{id}/logs`.
+/// Lines kept per plugin for `GET /api/plugins/{id}/logs`...
 pub const RING_LINES: usize = 1000;
-/// Sustained lines per second accepted from one plugin...
-const RATE: f64 = 500.0;
-/// ...after a burst of this many.
-const BURST: f64 = 2000.0;
+/// ...and at most this many bytes of them (long lines count for more).
+pub const RING_BYTES: usize = 2 * 1024 * 1024;
 
 /// The recent lines of one plugin.
 #[derive(Debug)]
 pub struct PluginLogs {
     plugin: String,
-    lines: Mutex<VecDeque<LogLine>>,
+    lines: Mutex<Ring>,
+}
+
+/// The lines and the bytes their messages hold.
+#[derive(Debug, Default)]
+struct Ring {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
 }
 
 impl PluginLogs {
@@ -35,7 +38,7 @@ impl PluginLogs {
     pub fn new(plugin: &str) -> Arc<Self> {
         Arc::new(Self {
             plugin: plugin.to_owned(),
-            lines: Mutex::new(VecDeque::with_capacity(64)),
+            lines: Mutex::new(Ring::default()),
         })
     }
 
@@ -47,17 +50,28 @@ impl PluginLogs {
             level,
             message,
         };
-        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        if lines.len() == RING_LINES {
-            lines.pop_front();
+        let mut ring = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.bytes += line.message.len();
+        ring.lines.push_back(line);
+        while ring.lines.len() > RING_LINES || (ring.bytes > RING_BYTES && ring.lines.len() > 1) {
+            if let Some(old) = ring.lines.pop_front() {
+                ring.bytes -= old.message.len();
+            }
         }
-        lines.push_back(line);
+    }
+
+    /// Every kept message, oldest first.
+    #[cfg(test)]
+    pub fn messages(&self) -> Vec<String> {
+        let ring = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.lines.iter().map(|l| l.message.clone()).collect()
     }
 
     /// One page of lines, newest page first, lines oldest first within it.
     pub fn page(&self, query: &LogQuery) -> LogPage {
-        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        let kept: Vec<&LogLine> = lines
+        let ring = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept: Vec<&LogLine> = ring
+            .lines
             .iter()
             .filter(|l| {
                 query
@@ -86,68 +100,6 @@ fn severity(level: &str) -> u8 {
         "info" => 2,
         "debug" => 3,
         _ => 4,
-    }
-}
-
-/// Reads `stream` to its end into `logs`.
-pub fn spawn_reader<R>(stream: R, logs: Arc<PluginLogs>) -> JoinHandle<()>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut lines = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
-        let mut bucket = Bucket::new();
-        while let Some(item) = lines.next().await {
-            let line = match item {
-                Ok(line) => line,
-                Err(LinesCodecError::MaxLineLengthExceeded) => {
-                    format!("[a line longer than {MAX_LINE} bytes was cut]")
-                }
-                Err(LinesCodecError::Io(_)) => break,
-            };
-            if !bucket.take() {
-                continue;
-            }
-            if bucket.dropped > 0 {
-                let dropped = std::mem::take(&mut bucket.dropped);
-                logs.push(
-                    "warn",
-                    format!("[{dropped} lines dropped: more than {RATE} lines/s]"),
-                );
-            }
-            let (level, message) = classify(&line);
-            logs.push(level, message);
-        }
-    })
-}
-
-/// A token bucket: `take` is false while the plugin writes faster than allowed.
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-    dropped: u64,
-}
-
-impl Bucket {
-    fn new() -> Self {
-        Self {
-            tokens: BURST,
-            last: Instant::now(),
-            dropped: 0,
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * RATE).min(BURST);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            self.dropped += 1;
-            false
-        }
     }
 }
 
@@ -261,23 +213,15 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn long_lines_are_cut_and_floods_are_capped() {
+    #[test]
+    fn the_ring_is_bounded_in_bytes_too() {
         let logs = PluginLogs::new("p");
-        let mut input = "x".repeat(MAX_LINE + 10);
-        input.push('\n');
-        for i in 0..5000 {
-            input.push_str(&format!("flood {i}\n"));
+        for i in 0..RING_LINES {
+            logs.push("info", format!("{i:>16384}"));
         }
-        spawn_reader(std::io::Cursor::new(input.into_bytes()), logs.clone())
-            .await
-            .unwrap();
-        let all = logs.lines.lock().unwrap();
-        // The burst allowance passes the first ~2000 lines; the rest of an
-        // instant flood is dropped, so the last line never arrives.
-        let last = all.back().map(|l| l.message.clone()).unwrap();
-        assert_ne!(last, "flood 4999", "a flood of 5000 lines was not capped");
-        assert!(all.iter().any(|l| l.message.contains("was cut")));
-        assert!(all.iter().all(|l| l.message.len() <= MAX_LINE));
+        let kept = logs.messages();
+        assert!(kept.len() < RING_LINES);
+        assert!(kept.iter().map(String::len).sum::<usize>() <= RING_BYTES);
+        assert_eq!(kept.last().map(|m| m.trim()), Some("999"));
     }
 }
