@@ -1,22 +1,30 @@
 //! `toru.toml`: parsed into a plain struct, then validated into [`Settings`],
 //! which the rest of torud trusts.
 //!
-//! Every problem is collected and reported at once: unknown keys (all of
-//! them, found with `serde_ignored`), then each value that does not make sense.
+//! Every problem is collected and reported at once, each with its line:
+//! syntax errors, sections that are not tables, unknown keys (anywhere),
+//! values of the wrong type, and values that do not make sense.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 /// Per-plugin resource limits.
 mod limits;
+/// The file as written, and its problems with their lines.
+mod raw;
+/// From what is written to [`Settings`].
+mod validate;
 pub use limits::{CPU_PERIOD_USEC, Max, ResourceLimits};
+pub use validate::parse_listen;
 
 /// Where torud looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/toru/toru.toml";
+
+/// Where plugins are looked for when `plugin_dirs` is not set: packaged
+/// ones, then the administrator's. Either may be absent.
+pub const DEFAULT_PLUGIN_DIRS: [&str; 2] = ["/usr/lib/toru/plugins", "/usr/local/lib/toru/plugins"];
 
 /// A configuration that cannot be used; lists every problem.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +88,22 @@ pub struct HealthPolicy {
     pub ping_timeout: Duration,
 }
 
+/// When the whole database file is checked at start, under `[store]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyOnStart {
+    /// At every start (about 1 ms per MiB of database).
+    Always,
+    /// Only after torud did not stop cleanly: for very large stores.
+    AfterCrash,
+}
+
+/// How the database is looked after, under `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// See [`VerifyOnStart`].
+    pub verify_on_start: VerifyOnStart,
+}
+
 /// Settings of one plugin, under `[plugins.<id>]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PluginSettings {
@@ -122,6 +146,8 @@ pub struct Settings {
     pub restart: RestartPolicy,
     /// See [`HealthPolicy`].
     pub health: HealthPolicy,
+    /// See [`StoreSettings`].
+    pub store: StoreSettings,
     /// Per-plugin settings by plugin id.
     pub plugins: BTreeMap<String, PluginSettings>,
 }
@@ -155,54 +181,6 @@ impl SystemdDirs {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawConfig {
-    listen: Option<Vec<String>>,
-    state_dir: Option<PathBuf>,
-    runtime_dir: Option<PathBuf>,
-    plugin_dirs: Option<Vec<PathBuf>>,
-    request_timeout: Option<String>,
-    admin_token_file: Option<PathBuf>,
-    shutdown_timeout: Option<String>,
-    max_body_bytes: Option<usize>,
-    max_header_bytes: Option<usize>,
-    max_connections: Option<usize>,
-    header_read_timeout: Option<String>,
-    isolate_plugins: Option<bool>,
-    #[serde(default)]
-    restart: RawRestart,
-    #[serde(default)]
-    health: RawHealth,
-    #[serde(default)]
-    plugins: BTreeMap<String, RawPlugin>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawRestart {
-    backoff_initial: Option<String>,
-    backoff_max: Option<String>,
-    stable_after: Option<String>,
-    max_failures: Option<u32>,
-    failure_window: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawHealth {
-    start_timeout: Option<String>,
-    metadata_timeout: Option<String>,
-    ping_interval: Option<String>,
-    ping_timeout: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawPlugin {
-    #[serde(default)]
-    config: toml::Table,
-    memory_max: Option<toml::Value>,
-    pids_max: Option<toml::Value>,
-    cpu_max: Option<toml::Value>,
-}
-
 /// The configuration of `torud --dev`: the example plugins of a source
 /// checkout, with state and sockets under `target/toru-dev`.
 pub const DEV_CONFIG: &str = include_str!("dev.toml");
@@ -215,6 +193,30 @@ pub fn dev(base: &Path) -> Result<Settings, ConfigError> {
 }
 
 impl Settings {
+    /// What is usable but probably not meant: a configured plugin folder
+    /// that does not exist (the default ones may be absent).
+    pub fn warnings(&self) -> Vec<String> {
+        self.plugin_dirs
+            .iter()
+            .filter(|dir| {
+                !DEFAULT_PLUGIN_DIRS
+                    .iter()
+                    .any(|d| Path::new(d) == dir.as_path())
+            })
+            .filter_map(|dir| match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => None,
+                Ok(_) => Some(format!(
+                    "`plugin_dirs`: {} is not a folder; no plugin is looked for there",
+                    dir.display()
+                )),
+                Err(e) => Some(format!(
+                    "`plugin_dirs`: {} cannot be read ({e}); no plugin is looked for there",
+                    dir.display()
+                )),
+            })
+            .collect()
+    }
+
     /// Anchors every relative path at `base` (plugins get absolute socket
     /// paths even though they run in another folder).
     pub fn absolutize(&mut self, base: &Path) {
@@ -244,10 +246,18 @@ pub fn load(path: Option<&Path>, dirs: &SystemdDirs) -> Result<Settings, ConfigE
     };
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text, dirs).map_err(|e| ConfigError {
+            // `FILE:LINE: problem`, as compilers say it.
             problems: e
                 .problems
                 .into_iter()
-                .map(|p| format!("{}: {p}", path.display()))
+                .map(
+                    |p| match p.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+                        Some((line, rest)) if line.parse::<usize>().is_ok() => {
+                            format!("{}:{line}: {rest}", path.display())
+                        }
+                        _ => format!("{}: {p}", path.display()),
+                    },
+                )
                 .collect(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => parse("", dirs),
@@ -260,252 +270,14 @@ pub fn load(path: Option<&Path>, dirs: &SystemdDirs) -> Result<Settings, ConfigE
 
 /// Parses and validates configuration text.
 pub fn parse(text: &str, dirs: &SystemdDirs) -> Result<Settings, ConfigError> {
-    let mut problems = Vec::new();
-    let deserializer = toml::Deserializer::parse(text)
-        .map_err(|e| ConfigError::one(format!("invalid TOML: {}", e.to_string().trim())))?;
-    let raw: RawConfig = serde_ignored::deserialize(deserializer, |key| {
-        problems.push(format!("unknown key `{key}`"));
-    })
-    .map_err(|e| ConfigError::one(e.to_string().trim().to_owned()))?;
-    let settings = validate(raw, dirs, &mut problems);
-    if problems.is_empty() {
-        Ok(settings)
-    } else {
-        Err(ConfigError { problems })
+    let (raw, mut problems) = raw::read(text);
+    let settings = raw.map(|raw| validate::validate(raw, dirs, &mut problems));
+    match settings {
+        Some(settings) if problems.is_empty() => Ok(settings),
+        _ => Err(ConfigError {
+            problems: problems.into_list(),
+        }),
     }
-}
-
-fn validate(raw: RawConfig, dirs: &SystemdDirs, problems: &mut Vec<String>) -> Settings {
-    let mut duration = |key: &str, value: Option<String>, default: Duration| match value {
-        None => default,
-        Some(text) => match humantime::parse_duration(&text) {
-            Ok(d) if d.is_zero() => {
-                problems.push(format!("`{key}` must be above zero, got {text:?}"));
-                default
-            }
-            Ok(d) => d,
-            Err(e) => {
-                problems.push(format!(
-                    "`{key}` = {text:?} is not a duration ({e}); write e.g. \"250ms\", \"30s\", \"5m\""
-                ));
-                default
-            }
-        },
-    };
-    let request_timeout = duration(
-        "request_timeout",
-        raw.request_timeout,
-        Duration::from_secs(30),
-    );
-    let shutdown_timeout = duration(
-        "shutdown_timeout",
-        raw.shutdown_timeout,
-        Duration::from_secs(10),
-    );
-    let header_read_timeout = duration(
-        "header_read_timeout",
-        raw.header_read_timeout,
-        Duration::from_secs(10),
-    );
-    let restart = RestartPolicy {
-        backoff_initial: duration(
-            "restart.backoff_initial",
-            raw.restart.backoff_initial,
-            Duration::from_millis(250),
-        ),
-        backoff_max: duration(
-            "restart.backoff_max",
-            raw.restart.backoff_max,
-            Duration::from_secs(30),
-        ),
-        stable_after: duration(
-            "restart.stable_after",
-            raw.restart.stable_after,
-            Duration::from_secs(60),
-        ),
-        max_failures: raw.restart.max_failures.unwrap_or(5),
-        failure_window: duration(
-            "restart.failure_window",
-            raw.restart.failure_window,
-            Duration::from_secs(120),
-        ),
-    };
-    let health = HealthPolicy {
-        start_timeout: duration(
-            "health.start_timeout",
-            raw.health.start_timeout,
-            Duration::from_secs(10),
-        ),
-        metadata_timeout: duration(
-            "health.metadata_timeout",
-            raw.health.metadata_timeout,
-            Duration::from_secs(5),
-        ),
-        ping_interval: duration(
-            "health.ping_interval",
-            raw.health.ping_interval,
-            Duration::from_secs(10),
-        ),
-        ping_timeout: duration(
-            "health.ping_timeout",
-            raw.health.ping_timeout,
-            Duration::from_secs(5),
-        ),
-    };
-    if restart.max_failures == 0 {
-        problems.push("`restart.max_failures` must be at least 1".to_owned());
-    }
-    if restart.backoff_initial > restart.backoff_max {
-        problems.push("`restart.backoff_initial` is longer than `restart.backoff_max`".to_owned());
-    }
-
-    let state_dir = dir(
-        "state_dir",
-        raw.state_dir,
-        dirs.state.clone(),
-        "/var/lib/toru",
-        problems,
-    );
-    let runtime_dir = dir(
-        "runtime_dir",
-        raw.runtime_dir,
-        dirs.runtime.clone(),
-        "/run/toru",
-        problems,
-    );
-    let plugin_dirs = raw.plugin_dirs.unwrap_or_else(|| {
-        vec![
-            "/usr/lib/toru/plugins".into(),
-            "/usr/local/lib/toru/plugins".into(),
-        ]
-    });
-    if plugin_dirs.iter().any(|d| d.as_os_str().is_empty()) {
-        problems.push("`plugin_dirs` holds an empty path".to_owned());
-    }
-    let admin_token_file = raw
-        .admin_token_file
-        .unwrap_or_else(|| state_dir.join("admin.token"));
-
-    let listen = match raw.listen {
-        None => vec![
-            ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7070))),
-            ListenAddr::Unix(runtime_dir.join("toru.sock")),
-        ],
-        Some(list) => list
-            .iter()
-            .filter_map(|entry| match parse_listen(entry) {
-                Ok(addr) => Some(addr),
-                Err(e) => {
-                    problems.push(format!("`listen`: {e}"));
-                    None
-                }
-            })
-            .collect(),
-    };
-
-    let mut positive = |key: &str, value: Option<usize>, default: usize| match value {
-        Some(0) => {
-            problems.push(format!("`{key}` must be above zero"));
-            default
-        }
-        Some(n) => n,
-        None => default,
-    };
-    let max_body_bytes = positive("max_body_bytes", raw.max_body_bytes, 8 * 1024 * 1024);
-    let max_header_bytes = positive("max_header_bytes", raw.max_header_bytes, 64 * 1024);
-    let max_connections = positive("max_connections", raw.max_connections, 1024);
-    if max_body_bytes > toru_plugin_api::codec::MAX_FRAME_LEN - 64 * 1024 {
-        problems.push(format!(
-            "`max_body_bytes` must leave room in a 16 MiB protocol frame: at most {}",
-            toru_plugin_api::codec::MAX_FRAME_LEN - 64 * 1024
-        ));
-    }
-    if max_header_bytes < 8192 {
-        problems.push("`max_header_bytes` must be at least 8192".to_owned());
-    }
-
-    let isolate_plugins = raw.isolate_plugins.unwrap_or(true);
-    if isolate_plugins
-        && (runtime_dir.starts_with(&state_dir) || state_dir.starts_with(&runtime_dir))
-    {
-        problems.push(format!(
-            "`state_dir` ({}) and `runtime_dir` ({}) must not contain one another: \
-             plugins see their own socket folder, never the state",
-            state_dir.display(),
-            runtime_dir.display()
-        ));
-    }
-
-    let mut plugins = BTreeMap::new();
-    for (id, plugin) in raw.plugins {
-        if let Err(e) = toru_plugin_api::protocol::metadata::validate_id(&id) {
-            problems.push(format!("`plugins.{id}`: {e}"));
-            continue;
-        }
-        let config = match serde_json::to_value(&plugin.config) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => {
-                problems.push(format!(
-                    "`plugins.{id}.config` cannot be given to a plugin as JSON"
-                ));
-                continue;
-            }
-        };
-        let limits = ResourceLimits::parse(
-            &format!("plugins.{id}"),
-            plugin.memory_max,
-            plugin.pids_max,
-            plugin.cpu_max,
-            problems,
-        );
-        plugins.insert(id, PluginSettings { config, limits });
-    }
-
-    Settings {
-        listen,
-        state_dir,
-        runtime_dir,
-        plugin_dirs,
-        request_timeout,
-        admin_token_file,
-        shutdown_timeout,
-        max_body_bytes,
-        max_header_bytes,
-        max_connections,
-        header_read_timeout,
-        isolate_plugins,
-        restart,
-        health,
-        plugins,
-    }
-}
-
-/// The configured folder, else systemd's, else the default.
-fn dir(
-    key: &str,
-    configured: Option<PathBuf>,
-    systemd: Option<PathBuf>,
-    default: &str,
-    problems: &mut Vec<String>,
-) -> PathBuf {
-    let dir = configured.or(systemd).unwrap_or_else(|| default.into());
-    if dir.as_os_str().is_empty() {
-        problems.push(format!("`{key}` is empty"));
-    }
-    dir
-}
-
-/// `unix:PATH` or `IP:PORT`.
-pub fn parse_listen(entry: &str) -> Result<ListenAddr, String> {
-    if let Some(path) = entry.strip_prefix("unix:") {
-        if path.is_empty() {
-            return Err(format!("{entry:?} names no socket path"));
-        }
-        return Ok(ListenAddr::Unix(path.into()));
-    }
-    entry.parse().map(ListenAddr::Tcp).map_err(|_| {
-        format!("{entry:?} is neither IP:PORT (127.0.0.1:7070, [::1]:7070) nor unix:/path/to.sock")
-    })
 }
 
 #[cfg(test)]

@@ -165,6 +165,9 @@ pub async fn run(
     lifecycle: Arc<dyn Lifecycle>,
 ) -> Result<(), Error> {
     let settings = Arc::new(settings);
+    for warning in settings.warnings() {
+        warn!("config: {warning}");
+    }
     let state_dir = settings.state_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&state_dir))
         .await
@@ -341,6 +344,9 @@ async fn reload(ctx: &Context, manager: &Manager, new: Settings) {
         if changed {
             warn!("`{what}` changed: it takes effect when torud restarts");
         }
+    }
+    for warning in new.warnings() {
+        warn!("config: {warning}");
     }
     let mut new = new;
     new.listen = old.listen.clone();

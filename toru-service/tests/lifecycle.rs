@@ -10,12 +10,13 @@ use std::process::Command;
 use support::*;
 
 #[test]
-fn check_config_lists_every_error_and_exits_78() {
+fn check_config_lists_every_error_with_its_line_and_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("toru.toml");
+    // A type error used to end the listing and drop the unknown keys before it.
     std::fs::write(
         &config,
-        "lisen = []\nrequest_timeout = \"soon\"\n[restart]\nmax_failures = 0\n",
+        "lisen = []\nrequest_timeout = 30\n[restart]\nmax_failures = \"five\"\nbackof = \"1s\"\n[plugins.a]\npids_max = 0\n",
     )
     .unwrap();
     let output = Command::new(TORUD)
@@ -25,20 +26,50 @@ fn check_config_lists_every_error_and_exits_78() {
         .unwrap();
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for needle in ["lisen", "request_timeout", "max_failures"] {
-        assert!(stderr.contains(needle), "{needle} missing from:\n{stderr}");
+    let shown = config.display();
+    for needle in [
+        format!("{shown}:1: unknown key `lisen`"),
+        format!("{shown}:2: `request_timeout` = 30 is of the wrong type"),
+        format!("{shown}:4: `restart.max_failures` = \"five\" is of the wrong type"),
+        format!("{shown}:5: unknown key `restart.backof`"),
+        format!("{shown}:7: `plugins.a.pids_max` = 0"),
+    ] {
+        assert!(stderr.contains(&needle), "{needle} missing from:\n{stderr}");
     }
-    std::fs::write(&config, "request_timeout = \"5s\"\n").unwrap();
+    assert_eq!(stderr.lines().count(), 5, "{stderr}");
+
+    // A plugin folder that does not exist: a warning, not an error.
+    std::fs::write(
+        &config,
+        format!(
+            "request_timeout = \"5s\"\nplugin_dirs = [\"{}\", \"/no/such/plugins\"]\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
     let output = Command::new(TORUD)
         .args(["--check-config", "--config"])
         .arg(&config)
         .output()
         .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: `plugin_dirs`: /no/such/plugins cannot be read"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_plugin_folder_is_named_in_torud_s_log() {
+    let mut setup = Setup::empty();
+    setup.plugins = "/no/such/plugins".into();
+    let mut torud = setup.start().await;
+    let (_, stderr) = torud.stop();
+    assert!(
+        stderr.contains("/no/such/plugins cannot be read"),
+        "{stderr}"
     );
 }
 

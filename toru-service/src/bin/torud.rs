@@ -36,6 +36,9 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
+        for warning in settings.warnings() {
+            eprintln!("torud: config: warning: {warning}");
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }

@@ -36,7 +36,7 @@ impl ResourceLimits {
         memory_max: Option<toml::Value>,
         pids_max: Option<toml::Value>,
         cpu_max: Option<toml::Value>,
-        problems: &mut Vec<String>,
+        problems: &mut super::raw::Problems<'_>,
     ) -> Self {
         let mut check = |key: &str,
                          value: Option<toml::Value>,
@@ -44,7 +44,8 @@ impl ResourceLimits {
             value.and_then(|v| match parse(&v) {
                 Ok(max) => Some(max),
                 Err(hint) => {
-                    problems.push(format!("`{prefix}.{key}` = {v}: {hint}"));
+                    let key = format!("{prefix}.{key}");
+                    problems.at(&key, format!("`{key}` = {v}: {hint}"));
                     None
                 }
             })

@@ -1,3 +1,4 @@
+use super::raw::{RawConfig, RawHealth, RawPlugin, RawRestart, RawStore};
 use super::*;
 
 fn no_env() -> SystemdDirs {
@@ -119,6 +120,91 @@ fn wrong_types_and_broken_toml_are_reported() {
     );
 }
 
+/// The fault campaign's file: type errors used to end the listing at the
+/// first and drop the unknown keys found before it.
+#[test]
+fn type_errors_unknown_keys_and_bad_values_are_all_listed_with_their_lines() {
+    let text = r#"bogus = 1
+request_timeout = 30
+listen = ["nowhere"]
+
+[restart]
+max_failures = "five"
+backof = "1s"
+backoff_max = "soon"
+
+[health]
+ping_interval = 5
+
+[store]
+verify_on_start = "sometimes"
+
+[plugins.hello]
+memory_max = "lots"
+colour = "red"
+config = 7
+"#;
+    let err = parse(text, &no_env()).unwrap_err();
+    let all = err.problems.join("\n");
+    for expected in [
+        "line 1: unknown key `bogus`",
+        "line 2: `request_timeout` = 30 is of the wrong type",
+        "line 3: `listen`: \"nowhere\"",
+        "line 6: `restart.max_failures` = \"five\" is of the wrong type",
+        "line 7: unknown key `restart.backof`",
+        "line 8: `restart.backoff_max` = \"soon\" is not a duration",
+        "line 11: `health.ping_interval` = 5 is of the wrong type",
+        "line 14: `store.verify_on_start` = \"sometimes\"",
+        "line 17: `plugins.hello.memory_max` = \"lots\"",
+        "line 18: unknown key `plugins.hello.colour`",
+        "line 19: `plugins.hello.config` = 7 is of the wrong type",
+    ] {
+        assert!(all.contains(expected), "{expected:?} missing from:\n{all}");
+    }
+    assert_eq!(err.problems.len(), 11, "{all}");
+}
+
+#[test]
+fn a_section_that_is_not_a_table_is_one_problem_among_the_others() {
+    let text = "restart = 5\nbogus = true\n[plugins]\nhello = \"x\"\n[health]\nping_timeout = 1\n";
+    let err = parse(text, &no_env()).unwrap_err();
+    let all = err.problems.join("\n");
+    for expected in [
+        "line 1: `restart` must be a table (`[restart]`), not an integer",
+        "line 2: unknown key `bogus`",
+        "line 4: `plugins.hello` must be a table (`[plugins.hello]`), not a string",
+        "line 6: `health.ping_timeout` = 1 is of the wrong type",
+    ] {
+        assert!(all.contains(expected), "{expected:?} missing from:\n{all}");
+    }
+    assert_eq!(err.problems.len(), 4, "{all}");
+}
+
+#[test]
+fn every_syntax_error_is_listed_with_its_line() {
+    let err = parse("a = \"open\nb = = 2\nc = 3\n", &no_env()).unwrap_err();
+    let all = err.problems.join("\n");
+    assert!(all.contains("line 1: invalid TOML"), "{all}");
+    assert!(all.contains("line 2: invalid TOML"), "{all}");
+}
+
+#[test]
+fn a_configured_plugin_folder_that_does_not_exist_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "plugin_dirs = [\"{}\", \"/no/such/folder\"]",
+        dir.path().display()
+    );
+    let settings = parse(&text, &no_env()).unwrap();
+    let warnings = settings.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("/no/such/folder"), "{warnings:?}");
+    // The default folders may be absent without a word.
+    let defaults = parse("", &no_env()).unwrap();
+    assert_eq!(defaults.plugin_dirs.len(), 2);
+    assert!(defaults.warnings().is_empty());
+}
+
 #[test]
 fn systemd_directories_are_the_defaults_when_set() {
     let dirs = SystemdDirs {
@@ -147,7 +233,7 @@ fn a_named_file_must_exist_and_errors_name_the_file() {
     std::fs::write(&bad, "bogus = 1\n").unwrap();
     let err = load(Some(&bad), &no_env()).unwrap_err();
     assert!(
-        err.to_string().contains("bad.toml: unknown key `bogus`"),
+        err.to_string().contains("bad.toml:1: unknown key `bogus`"),
         "{err}"
     );
 }
@@ -225,7 +311,7 @@ fn plugin_limits_are_read_and_bad_ones_listed_with_their_key() {
 fn keys_torud_reads() -> std::collections::BTreeSet<String> {
     use serde_aux::serde_introspection::serde_introspect;
     let mut keys = std::collections::BTreeSet::new();
-    let tables = ["restart", "health", "plugins"];
+    let tables = ["restart", "health", "store", "plugins"];
     for key in serde_introspect::<RawConfig>() {
         if !tables.contains(key) {
             keys.insert((*key).to_owned());
@@ -236,6 +322,9 @@ fn keys_torud_reads() -> std::collections::BTreeSet<String> {
     }
     for key in serde_introspect::<RawHealth>() {
         keys.insert(format!("health.{key}"));
+    }
+    for key in serde_introspect::<RawStore>() {
+        keys.insert(format!("store.{key}"));
     }
     for key in serde_introspect::<RawPlugin>() {
         keys.insert(format!("plugins.ID.{key}"));
