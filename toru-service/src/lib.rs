@@ -200,7 +200,8 @@ pub async fn run(
     let manager = Manager::new(ctx.clone());
     lifecycle.status("discovering plugins");
     let found =
-        plugins::discovery::discover(&settings.plugin_dirs, settings.health.metadata_timeout).await;
+        plugins::discovery::discover(&settings.plugin_dirs, settings.health.metadata_timeout, &[])
+            .await;
     info!(found = found.len(), "plugins discovered");
     manager.load(found);
 
@@ -355,7 +356,12 @@ async fn reload(ctx: &Context, manager: &Manager, new: Settings) {
     new.admin_token_file = old.admin_token_file.clone();
     let new = Arc::new(new);
     ctx.set_settings(new.clone());
-    let found = plugins::discovery::discover(&new.plugin_dirs, new.health.metadata_timeout).await;
+    let found = plugins::discovery::discover(
+        &new.plugin_dirs,
+        new.health.metadata_timeout,
+        &manager.held(),
+    )
+    .await;
     let changes = manager.reload(found).await;
     manager.settled().await;
     info!(%changes, "reload applied");

@@ -403,6 +403,93 @@ async fn reload_restarts_replaced_stops_removed_and_keeps_the_rest() {
     assert!(events.contains("\"removed\""), "{events}");
 }
 
+/// A plugin posing as `hello` (`exec hello` under other metadata).
+fn impostor(setup: &Setup, file: &str, id: &str, route: &str) {
+    script_plugin(
+        &setup.plugins,
+        file,
+        &metadata(id, route, 2),
+        &format!("exec {}", hello_binary().display()),
+    );
+}
+
+fn listed<'a>(plugins: &'a serde_json::Value, id: &str) -> Vec<&'a serde_json::Value> {
+    plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["id"] == id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_never_hands_a_running_plugin_s_id_or_route_to_a_newcomer() {
+    let setup = Setup::new();
+    let torud = setup.start().await;
+    let hello = torud.plugin("hello").await;
+    // Both sort before `hello`, which used to make them win.
+    impostor(&setup, "0dupe", "hello", "/dupe");
+    impostor(&setup, "0route", "thief", "/hello");
+    signal(torud.pid(), "HUP");
+
+    let deadline = Instant::now() + LONG;
+    let plugins = loop {
+        let plugins = torud.get("/api/plugins").await.json();
+        if !listed(&plugins, "0dupe").is_empty() && !listed(&plugins, "0route").is_empty() {
+            break plugins;
+        }
+        assert!(Instant::now() < deadline, "reload not applied: {plugins}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let hello_path = setup.plugins.join("hello");
+    for (file, reason) in [
+        (
+            "0dupe",
+            format!("id \"hello\" is already used by {}", hello_path.display()),
+        ),
+        (
+            "0route",
+            format!(
+                "route \"/hello\" is already used by {}",
+                hello_path.display()
+            ),
+        ),
+    ] {
+        let entry = listed(&plugins, file);
+        assert_eq!(entry.len(), 1, "{plugins}");
+        assert_eq!(entry[0]["state"], "invalid", "{plugins}");
+        assert_eq!(entry[0]["error"], reason.as_str(), "{plugins}");
+    }
+    let now = torud.plugin("hello").await;
+    assert_eq!(now["state"], "running", "{now}");
+    assert_eq!(now["pid"], hello["pid"], "hello was restarted: {now}");
+    assert_eq!(now["path"], hello["path"], "{now}");
+    assert_eq!(torud.get("/api/plugins/route/hello/").await.status, 200);
+    assert_eq!(listed(&plugins, "hello").len(), 1, "{plugins}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_first_start_the_first_file_name_wins_a_shared_id_and_both_are_listed() {
+    let setup = Setup::empty();
+    impostor(&setup, "b-second", "twin", "/twin-b");
+    impostor(&setup, "a-first", "twin", "/twin-a");
+    let torud = setup.start().await;
+    let plugins = torud.get("/api/plugins").await.json();
+    let twin = torud.plugin("twin").await;
+    assert_eq!(twin["state"], "running", "{plugins}");
+    assert!(
+        twin["path"].as_str().unwrap().ends_with("/a-first"),
+        "{twin}"
+    );
+    let loser = listed(&plugins, "b-second");
+    assert_eq!(loser.len(), 1, "{plugins}");
+    assert_eq!(loser[0]["state"], "invalid");
+    assert!(
+        loser[0]["error"].as_str().unwrap().ends_with("/a-first"),
+        "{plugins}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_start_extends_the_start_timeout() {
     let setup = Setup::empty();

@@ -65,10 +65,19 @@ impl Discovered {
     }
 }
 
-/// Every plugin in `dirs`, in folder order then file name order. A plugin
-/// whose id or route is already taken by an earlier one is marked invalid,
-/// naming the one it collides with; a missing folder is skipped.
-pub async fn discover(dirs: &[PathBuf], timeout: Duration) -> Vec<Discovered> {
+/// A plugin that holds its id and route already (on reload, one torud runs):
+/// a newcomer claiming either is the one refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Its id.
+    pub id: String,
+    /// Its executable.
+    pub path: PathBuf,
+}
+
+/// Every plugin in `dirs`, in folder order then file name order, asked for
+/// its metadata; then the collisions settled by [`settle_claims`].
+pub async fn discover(dirs: &[PathBuf], timeout: Duration, held: &[Held]) -> Vec<Discovered> {
     let mut paths = Vec::new();
     for dir in dirs {
         paths.extend(executables(dir));
@@ -83,10 +92,32 @@ pub async fn discover(dirs: &[PathBuf], timeout: Duration) -> Vec<Discovered> {
         }
     });
     let mut found = futures_util::future::join_all(probes).await;
+    settle_claims(&mut found, held);
+    found
+}
 
+/// Marks invalid each plugin whose id or route another one has, naming it.
+///
+/// A plugin in `held` (running, on a reload) keeps its id and route when its
+/// file still claims them: a newcomer never takes over. Among the others the
+/// first in folder order, then file name order, wins; so at first start the
+/// choice depends only on the folders and names, and every loser is listed
+/// with the reason.
+pub fn settle_claims(found: &mut [Discovered], held: &[Held]) {
+    let holds = |plugin: &Discovered| {
+        plugin
+            .metadata
+            .as_ref()
+            .is_ok_and(|m| held.iter().any(|h| h.path == plugin.path && h.id == m.id))
+    };
+    let order: Vec<usize> = (0..found.len())
+        .filter(|&i| holds(&found[i]))
+        .chain((0..found.len()).filter(|&i| !holds(&found[i])))
+        .collect();
     let mut ids: HashMap<String, PathBuf> = HashMap::new();
     let mut routes: HashMap<String, PathBuf> = HashMap::new();
-    for plugin in &mut found {
+    for i in order {
+        let plugin = &mut found[i];
         let Ok(metadata) = &plugin.metadata else {
             continue;
         };
@@ -116,7 +147,6 @@ pub async fn discover(dirs: &[PathBuf], timeout: Duration) -> Vec<Discovered> {
             }
         }
     }
-    found
 }
 
 /// Regular executable files directly in `dir` (symlinks followed), hidden
@@ -204,4 +234,94 @@ pub async fn read_metadata(path: &Path, timeout: Duration) -> Result<PluginMetad
     metadata.validate().map_err(|e| e.to_string())?;
     debug!(plugin = %metadata.id, path = %path.display(), protocol = metadata.protocol_version(), "plugin found");
     Ok(metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(path: &str, id: &str, route: &str) -> Discovered {
+        let metadata = serde_json::from_value(serde_json::json!({
+            "id": id, "name": id, "version": "1", "icon": "x", "route": route, "protocol": 2
+        }))
+        .unwrap();
+        Discovered {
+            path: path.into(),
+            metadata: Ok(metadata),
+            fingerprint: Fingerprint::default(),
+        }
+    }
+
+    fn outcome(found: &[Discovered]) -> Vec<(String, Result<String, String>)> {
+        found
+            .iter()
+            .map(|p| {
+                let name = p.path.display().to_string();
+                (
+                    name,
+                    p.metadata
+                        .as_ref()
+                        .map(|m| m.id.clone())
+                        .map_err(Clone::clone),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn at_first_start_the_first_file_wins_and_the_others_are_listed() {
+        let mut found = vec![
+            plugin("/a/dupe", "x", "/one"),
+            plugin("/a/x", "x", "/two"),
+            plugin("/b/other", "y", "/one"),
+        ];
+        settle_claims(&mut found, &[]);
+        assert_eq!(
+            outcome(&found),
+            [
+                ("/a/dupe".to_owned(), Ok("x".to_owned())),
+                (
+                    "/a/x".to_owned(),
+                    Err("id \"x\" is already used by /a/dupe".to_owned())
+                ),
+                (
+                    "/b/other".to_owned(),
+                    Err("route \"/one\" is already used by /a/dupe".to_owned())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn on_reload_the_running_plugin_keeps_its_id_and_route() {
+        let held = [Held {
+            id: "x".into(),
+            path: "/a/x".into(),
+        }];
+        // The newcomer sorts first, and claims the id; another the route.
+        let mut found = vec![
+            plugin("/a/dupe", "x", "/dupe"),
+            plugin("/a/route", "r", "/x"),
+            plugin("/a/x", "x", "/x"),
+        ];
+        settle_claims(&mut found, &held);
+        assert_eq!(
+            outcome(&found),
+            [
+                (
+                    "/a/dupe".to_owned(),
+                    Err("id \"x\" is already used by /a/x".to_owned())
+                ),
+                (
+                    "/a/route".to_owned(),
+                    Err("route \"/x\" is already used by /a/x".to_owned())
+                ),
+                ("/a/x".to_owned(), Ok("x".to_owned())),
+            ]
+        );
+        // Once the running plugin's file is gone, the id is free again.
+        let mut found = vec![plugin("/a/dupe", "x", "/dupe")];
+        settle_claims(&mut found, &held);
+        assert!(found[0].metadata.is_ok());
+    }
 }

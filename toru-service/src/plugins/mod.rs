@@ -283,6 +283,19 @@ impl Manager {
             .clone()
     }
 
+    /// The ids and routes the valid plugins hold, for a rescan.
+    pub fn held(&self) -> Vec<discovery::Held> {
+        self.list()
+            .iter()
+            .filter_map(|p| {
+                p.metadata.as_ref().map(|m| discovery::Held {
+                    id: m.id.clone(),
+                    path: p.path.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// The plugin with `id` (a valid one first).
     pub fn find(&self, id: &str) -> Option<Arc<PluginHandle>> {
         let plugins = self.plugins.read().unwrap_or_else(PoisonError::into_inner);
