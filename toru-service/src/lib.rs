@@ -179,6 +179,10 @@ pub async fn run(
             source,
         })?;
     prepare_runtime_dir(&settings.runtime_dir)?;
+    // Only now, holding the state directory's lock: no other torud runs these.
+    for killed in plugins::leftovers::reap(&settings.runtime_dir) {
+        warn!("killed what an earlier torud left running: {killed}");
+    }
     let instance_id = store.instance_id().to_string();
     info!(%instance_id, state_dir = %settings.state_dir.display(), "store open");
     record(

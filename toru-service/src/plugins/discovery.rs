@@ -177,7 +177,8 @@ fn executables(dir: &Path) -> Vec<PathBuf> {
 /// Runs `path --metadata` with a clean environment, no stdin, a time limit
 /// and an output cap, and checks what it prints.
 pub async fn read_metadata(path: &Path, timeout: Duration) -> Result<PluginMetadata, String> {
-    let mut child = tokio::process::Command::new(path)
+    let mut command = super::spawner::command(path);
+    command
         .arg("--metadata")
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -187,8 +188,9 @@ pub async fn read_metadata(path: &Path, timeout: Duration) -> Result<PluginMetad
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .process_group(0)
-        .spawn()
+        .process_group(0);
+    let mut child = super::spawner::spawn(command)
+        .await
         .map_err(|e| format!("cannot run --metadata: {e}"))?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err("cannot read the output of --metadata".to_owned());

@@ -7,6 +7,8 @@ pub mod discovery;
 pub mod handle;
 /// A plugin's namespaces: torud's state and other plugins' sockets hidden.
 pub mod isolation;
+/// Plugin processes an earlier torud left running.
+pub mod leftovers;
 /// Forwarding requests in protocol 1 or 2.
 pub mod link;
 /// Plugin output: ring buffer and journal events.
@@ -15,6 +17,8 @@ pub mod logs;
 pub mod process;
 /// Applying a rescan of the plugin folders (SIGHUP).
 pub mod reload;
+/// Forking children that die with torud.
+pub mod spawner;
 /// Keeping one plugin running.
 pub mod supervisor;
 

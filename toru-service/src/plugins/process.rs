@@ -1,17 +1,18 @@
 //! One plugin process: started with a clean environment in a process group
 //! of its own, and in its own cgroup when torud has them, so that stopping
 //! it also stops everything it started (a process group can be left with
-//! `setsid`, a cgroup cannot).
+//! `setsid`, a cgroup cannot); killed by the kernel if torud dies.
 
 use std::path::Path;
 use std::process::Stdio;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::cgroup::PluginGroup;
 use crate::plugins::isolation::Isolation;
+use crate::plugins::spawner;
 
 /// Variables a plugin inherits from torud; everything else (systemd's
 /// `NOTIFY_SOCKET`, `LISTEN_*`, `WATCHDOG_*`, `INVOCATION_ID`, ...) is withheld.
@@ -33,13 +34,13 @@ pub struct PluginEnv<'a> {
 /// Starts `path` with stdout and stderr piped to torud, inside `group`
 /// when given (it is there before it runs), and in namespaces of its own
 /// when `isolation` is given (entered after joining the group).
-pub fn spawn(
+pub async fn spawn(
     path: &Path,
     env: &PluginEnv<'_>,
     group: Option<&PluginGroup>,
     isolation: Option<Isolation>,
 ) -> std::io::Result<Child> {
-    let mut command = Command::new(path);
+    let mut command = spawner::command(path);
     command.env_clear();
     for name in INHERITED {
         if let Some(value) = std::env::var_os(name) {
@@ -66,7 +67,7 @@ pub fn spawn(
     if let Some(isolation) = isolation {
         isolation.apply_before_exec(&mut command);
     }
-    let child = command.spawn();
+    let child = spawner::spawn(command).await;
     // The cgroup's `cgroup.procs`, named by the first hook, stays open until
     // the fork is done.
     drop(procs);

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::handle::{PluginHandle, State};
 use super::isolation::Isolation;
+use super::leftovers;
 use super::link::{LegacyLink, PluginLink};
 use super::logs::spawn_reader;
 use super::process::{PluginEnv, describe_exit, kill_group, signal_group, spawn};
@@ -210,6 +211,8 @@ async fn run_once(
     };
     handle.set_group(group.clone());
     let outcome = run_process(handle, ctx, commands, group.as_deref()).await;
+    // Whichever way it ended, the process has been waited for.
+    leftovers::forget(&ctx.settings().runtime_dir, &handle.id);
     if let Some(group) = group {
         handle.set_group(None);
         let removed = tokio::task::spawn_blocking(move || group.remove())
@@ -259,7 +262,7 @@ async fn run_process(
     } else {
         ""
     };
-    let mut child = match spawn(&handle.path, &env, group, isolation) {
+    let mut child = match spawn(&handle.path, &env, group, isolation).await {
         Ok(child) => child,
         Err(e) => {
             return crashed(
@@ -270,6 +273,9 @@ async fn run_process(
     };
     let pid = child.id();
     handle.set_pid(pid);
+    if let Some(pid) = pid {
+        leftovers::note(&settings.runtime_dir, &handle.id, pid);
+    }
     if let Some(stdout) = child.stdout.take() {
         spawn_reader(stdout, handle.logs.clone());
     }
