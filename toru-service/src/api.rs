@@ -101,6 +101,15 @@ pub enum AdminKv {
     List(String),
 }
 
+/// A backup of the store, in an unnamed file read from its start.
+#[derive(Debug)]
+pub struct Backup {
+    /// The backup, a redb database.
+    pub file: std::fs::File,
+    /// What it holds.
+    pub counts: crate::store::Counts,
+}
+
 /// Summary for `GET /api/status`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusView {
@@ -210,6 +219,8 @@ pub trait Backend: Send + Sync + 'static {
         route: &str,
         request: HttpRequest,
     ) -> impl Future<Output = Result<HttpResponse, ApiError>> + Send;
+    /// A consistent copy of the whole store (`GET /api/store/backup`).
+    fn backup(&self) -> impl Future<Output = Result<Backup, ApiError>> + Send;
     /// Asks plugin `id` for its `/bundle.js`.
     fn bundle(&self, id: &str) -> impl Future<Output = Result<HttpResponse, ApiError>> + Send;
     /// Prometheus text exposition.

@@ -8,12 +8,12 @@ use toru_plugin_api::host::validate_key;
 use toru_plugin_api::protocol::v2::Limits;
 use toru_plugin_api::{HttpRequest, HttpResponse};
 
-use crate::api::{AdminKv, ApiError, Backend, LogPage, LogQuery, PluginView, StatusView};
+use crate::api::{AdminKv, ApiError, Backend, Backup, LogPage, LogQuery, PluginView, StatusView};
 use crate::metrics::Metrics;
 use crate::plugins::Manager;
 use crate::plugins::handle::{PluginHandle, State};
 use crate::plugins::supervisor::Command;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Most keys the admin KV endpoint lists at once.
 const ADMIN_LIST_LIMIT: usize = 10_000;
@@ -199,6 +199,29 @@ impl Backend for Daemon {
             .by_route(&format!("/{route}"))
             .ok_or_else(|| ApiError::NotFound(format!("no plugin serves the route /{route}")))?;
         forward_to(&plugin, request, self.request_timeout()).await
+    }
+
+    async fn backup(&self) -> Result<Backup, ApiError> {
+        // Beside the store: the same file system, which torud may write; an unnamed file
+        // (O_TMPFILE) leaves nothing behind whatever happens.
+        let dir = self.manager.context().settings().state_dir.clone();
+        self.blocking(move |store| {
+            use std::io::Seek;
+            let mut file = tempfile::tempfile_in(&dir).map_err(|source| StoreError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let counts = store.backup(&file)?;
+            file.rewind()
+                .map_err(|source| StoreError::Io { path: dir, source })?;
+            tracing::info!(
+                keys = counts.keys,
+                events = counts.events,
+                "store backup taken"
+            );
+            Ok(Backup { file, counts })
+        })
+        .await
     }
 
     async fn bundle(&self, id: &str) -> Result<HttpResponse, ApiError> {

@@ -113,6 +113,17 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// The exit status for this error: 65 (sysexits' EX_DATAERR) when the stored data is
+    /// damaged, lost or of another installation (restarting cannot help), else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Store(e) if e.is_damage() => 65,
+            _ => 1,
+        }
+    }
+}
+
 /// Notifications about torud's life, for a service manager (systemd).
 /// Every method does nothing by default.
 pub trait Lifecycle: Send + Sync + 'static {
@@ -169,7 +180,8 @@ pub async fn run(
         warn!("config: {warning}");
     }
     let state_dir = settings.state_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&state_dir))
+    let verify = settings.store.verify_on_start;
+    let store = tokio::task::spawn_blocking(move || Store::open_verifying(&state_dir, verify))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
     let store = Arc::new(store);

@@ -30,6 +30,100 @@ pub struct TorudArgs {
     /// state under target/toru-dev, listening on 127.0.0.1:7070.
     #[arg(long, conflicts_with = "config")]
     pub dev: bool,
+    /// With torud stopped: put the backup FILE (made by `toructl store
+    /// backup`) in place of the store, checked whole first; the store in
+    /// place is set aside, and the instance id becomes the backup's. Exits.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["check_config", "fresh_store"])]
+    pub restore: Option<PathBuf>,
+    /// With torud stopped: set the store aside and start over with an empty
+    /// one that keeps the instance id. Every plugin's data and state, and
+    /// the events, are lost. Exits.
+    #[arg(long, conflicts_with = "check_config")]
+    pub fresh_store: bool,
+}
+
+/// What `--restore` and `--fresh-store` do, instead of running.
+pub mod offline {
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    use crate::config::Settings;
+    use crate::store;
+
+    /// One of the store operations run with torud stopped.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Offline {
+        /// `--restore FILE`.
+        Restore(PathBuf),
+        /// `--fresh-store`.
+        FreshStore,
+    }
+
+    /// Runs `what` on the state directory of `settings`; prints what was done, or why not.
+    pub fn run(what: &Offline, settings: &Settings) -> ExitCode {
+        let dir = &settings.state_dir;
+        let outcome = match what {
+            Offline::Restore(file) => store::restore(dir, file).map(|restored| {
+                let c = &restored.counts;
+                println!(
+                    "restored {}: instance {}, {} keys of {} plugins, {} plugin records, {} events",
+                    file.display(),
+                    c.instance_id,
+                    c.keys,
+                    c.plugins,
+                    c.records,
+                    c.events
+                );
+                if let Some(before) = restored.replaced_instance {
+                    println!("the instance id was {before}: licences made for it no longer apply");
+                }
+                if let Some(aside) = restored.set_aside {
+                    println!("the store that was in place is kept as {}", aside.display());
+                }
+            }),
+            Offline::FreshStore => store::start_afresh(dir).map(|fresh| {
+                println!(
+                    "an empty store for instance {} is in {}: every plugin's data and state, and the events, are gone",
+                    fresh.instance_id,
+                    dir.display()
+                );
+                if let Some(aside) = fresh.set_aside {
+                    println!("the store that was in place is kept as {}", aside.display());
+                }
+            }),
+        };
+        match outcome {
+            Ok(()) => {
+                println!("start torud again: systemctl start toru");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("torud: {e}");
+                let code = match &e {
+                    store::StoreError::Locked { .. } => {
+                        eprintln!("torud: stop it first: systemctl stop toru.service toru.socket");
+                        75
+                    }
+                    e if e.is_damage() => 65,
+                    _ => 1,
+                };
+                ExitCode::from(code)
+            }
+        }
+    }
+}
+
+impl TorudArgs {
+    /// The store operation asked for instead of running, if any.
+    pub fn offline(&self) -> Option<offline::Offline> {
+        if let Some(file) = &self.restore {
+            Some(offline::Offline::Restore(file.clone()))
+        } else if self.fresh_store {
+            Some(offline::Offline::FreshStore)
+        } else {
+            None
+        }
+    }
 }
 
 impl TorudArgs {
@@ -86,6 +180,10 @@ The configuration; see \fBtoru.toml\fR(5).
 \fI/var/lib/toru/toru.redb\fR
 The instance id, the plugins' key-value data and states, recent events.
 .TP
+\fI/var/lib/toru/instance\-id\fR
+The instance id again (mode 0600, written once): it outlives a lost
+database, and a database of another installation is refused.
+.TP
 \fI/var/lib/toru/admin.token\fR
 The bearer token for the HTTP API over TCP (mode 0600, made at first start).
 .TP
@@ -102,12 +200,47 @@ Stopped on request, or \fB\-\-check\-config\fR found no problem.
 \fB1\fR
 A failure while running (its cause is logged and in systemd's status).
 .TP
+\fB65\fR
+The store is damaged, missing while the installation exists, of another
+installation, or of a newer torud; see RECOVERING THE STORE. toru.service
+does not restart torud for this.
+.TP
 \fB71\fR
 The sockets systemd passed are unusable.
+.TP
+\fB75\fR
+\fB\-\-restore\fR or \fB\-\-fresh\-store\fR found torud running.
 .TP
 \fB78\fR
 The configuration is unusable; every problem is printed. toru.service does
 not restart torud for this (RestartPreventExitStatus=78).
+.SH "RECOVERING THE STORE"
+torud checks the checksum of every page of \fItoru.redb\fR at each start
+(about 1 ms per MiB; \fB[store] verify_on_start\fR), and every stored value
+carries a checksum of its own, checked at each read. Damaged data is never
+served: at start torud refuses to run (exit status 65) and says why; while
+running, a damaged value is answered with an error (logged once, at
+priority err, with the plugin and key).
+.PP
+Take backups while torud runs: \fBtoructl store backup\fR \fIFILE\fR writes a
+consistent copy of the whole store (every write acknowledged before it
+began is in it). With torud stopped
+(\fBsystemctl stop toru.service toru.socket\fR), either:
+.TP
+\fBtorud \-\-restore\fR \fIFILE\fR
+puts the backup in place, checked whole first. What was written after the
+backup is lost; the store in place is kept beside it as
+\fItoru.redb.before\-restore\-\fRTIME, and the instance id becomes the
+backup's.
+.TP
+\fBtorud \-\-fresh\-store\fR
+starts over with an empty store that keeps the instance id (so licences
+still apply). Every plugin's data, every plugin's enabled or failed state,
+and the events are lost; the old file is kept as
+\fItoru.redb.set\-aside\-\fRTIME.
+.PP
+Then \fBsystemctl start toru.socket toru.service\fR. Run as root, both give
+the files they make to the owner of the state directory.
 .SH EXAMPLES
 .nf
 systemctl status toru.service
@@ -115,6 +248,8 @@ journalctl \-u toru.service
 journalctl \-u toru.service TORU_PLUGIN=hello
 systemctl reload toru.service
 torud \-\-check\-config
+toructl store backup /root/toru\-$(date +%F).redb
+torud \-\-restore /root/toru\-2026\-12\-01.redb
 .fi
 .SH "SEE ALSO"
 \fBtoructl\fR(1), \fBtoru.toml\fR(5), \fBsystemd.socket\fR(5), \fBsd_notify\fR(3),

@@ -122,6 +122,7 @@ impl Namespace {
             port: setup.port,
             unix: setup.runtime.join("toru.sock"),
             token_file: setup.state.join("admin.token"),
+            log: None,
         };
         let deadline = Instant::now() + LONG;
         while tokio::net::UnixStream::connect(&torud.unix).await.is_err() {
@@ -516,6 +517,7 @@ async fn a_journal_stream_that_is_not_stderr_is_ignored() {
         port: setup.port,
         unix: setup.runtime.join("toru.sock"),
         token_file: setup.state.join("admin.token"),
+        log: None,
     };
     torud.wait_ready().await;
     let (code, stderr) = torud.stop();

@@ -108,9 +108,9 @@ fn a_corrupt_database_is_one_clear_error() {
     std::fs::create_dir_all(&setup.state).unwrap();
     std::fs::write(setup.state.join("toru.redb"), vec![0x5a; 8192]).unwrap();
     let (code, stderr) = setup.run_to_exit();
-    assert_ne!(code, Some(0));
+    assert_eq!(code, Some(65), "{stderr}");
     assert!(
-        stderr.contains("toru.redb") && stderr.contains("corrupt"),
+        stderr.contains("toru.redb") && stderr.contains("is damaged"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");

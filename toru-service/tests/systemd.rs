@@ -259,6 +259,7 @@ async fn socket_activation_serves_the_passed_listeners_without_binding_its_own()
         port,
         unix: unix.clone(),
         token_file: setup.state.join("admin.token"),
+        log: None,
     };
     let deadline = Instant::now() + LONG;
     while !unix.exists() {

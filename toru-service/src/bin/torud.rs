@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use toru_service::systemd::{activation, notify};
-use toru_service::torud_args::TorudArgs;
+use toru_service::torud_args::{TorudArgs, offline};
 use toru_service::{listen, logging, signals};
 
 /// sysexits' EX_CONFIG: the configuration is unusable.
@@ -35,6 +35,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    if let Some(offline) = args.offline() {
+        return offline::run(&offline, &settings);
+    }
     if args.check_config {
         for warning in settings.warnings() {
             eprintln!("torud: config: warning: {warning}");
@@ -72,7 +75,7 @@ fn main() -> ExitCode {
             tracing::error!("{chain}");
             eprintln!("torud: {chain}");
             notify::status(&format!("failed: {chain}"));
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

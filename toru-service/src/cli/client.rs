@@ -113,27 +113,87 @@ impl Client {
             Some(value) => Bytes::from(value.to_string()),
             None => Bytes::new(),
         };
-        // Connect first: an unreachable torud is the news, not the token.
         let exchange = async {
-            match &self.target {
-                Target::Unix(socket) => {
-                    let stream = tokio::net::UnixStream::connect(socket)
-                        .await
-                        .map_err(|e| self.connect_error(&e))?;
-                    self.send(stream, self.build(method, path, body)?).await
-                }
-                Target::Tcp { url, .. } => {
-                    let stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
-                        .await
-                        .map_err(|e| self.connect_error(&e))?;
-                    self.send(stream, self.build(method, path, body)?).await
-                }
-            }
+            let response = self.open(method, path, body).await?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.broken(&e))?
+                .to_bytes();
+            Ok::<_, CliError>((status, body))
         };
         let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
             .map_err(|_| self.unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
         self.interpret(status, &body)
+    }
+
+    /// `GET path`, its body written to `out` as it arrives; the bytes written. An error
+    /// answer is the error it carries.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, CliError> {
+        use tokio::io::AsyncWriteExt;
+        let response =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.open(Method::GET, path, Bytes::new()))
+                .await
+                .map_err(|_| self.unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| self.broken(&e))?
+                .to_bytes();
+            return self.interpret(status, &body).map(|_| 0);
+        }
+        let mut written = 0u64;
+        // A stall between two pieces is bounded, not the whole transfer.
+        while let Some(frame) = tokio::time::timeout(REQUEST_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| self.unreachable(format!("nothing came for {REQUEST_TIMEOUT:?}")))?
+        {
+            let frame = frame.map_err(|e| self.broken(&e))?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data)
+                    .await
+                    .map_err(|e| CliError::Failed(format!("cannot write: {e}")))?;
+                written += data.len() as u64;
+            }
+        }
+        out.flush()
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot write: {e}")))?;
+        Ok(written)
+    }
+
+    /// Connects (an unreachable torud is the news, not the token), sends, and returns the
+    /// answer's head with its body still to be read.
+    async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, CliError> {
+        match &self.target {
+            Target::Unix(socket) => {
+                let stream = tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map_err(|e| self.connect_error(&e))?;
+                self.send(stream, self.build(method, path, body)?).await
+            }
+            Target::Tcp { url, .. } => {
+                let stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
+                    .await
+                    .map_err(|e| self.connect_error(&e))?;
+                self.send(stream, self.build(method, path, body)?).await
+            }
+        }
     }
 
     /// The request, with the token when it goes over TCP.
@@ -161,31 +221,28 @@ impl Client {
             .map_err(|e| CliError::Failed(format!("cannot build the request: {e}")))
     }
 
-    /// One request on a fresh connection: the status and the whole body.
+    /// One request on a fresh connection; the connection ends with the answer.
     async fn send<S>(
         &self,
         stream: S,
         request: Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, Bytes), CliError>
+    ) -> Result<http::Response<hyper::body::Incoming>, CliError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let broken = |e: hyper::Error| self.unreachable(format!("the connection broke: {e}"));
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(broken)?;
-        // The connection is driven beside the request; it ends with it.
-        let driver = tokio::spawn(connection);
-        let response = sender.send_request(request).await.map_err(broken)?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
+            .map_err(|e| self.broken(&e))?;
+        // The connection is driven beside the request; it ends once the answer is read.
+        tokio::spawn(connection);
+        sender
+            .send_request(request)
             .await
-            .map_err(broken)?
-            .to_bytes();
-        driver.abort();
-        Ok((status, body))
+            .map_err(|e| self.broken(&e))
+    }
+
+    fn broken(&self, e: &hyper::Error) -> CliError {
+        self.unreachable(format!("the connection broke: {e}"))
     }
 
     /// The JSON of a 2xx answer, or the error it carries.

@@ -45,6 +45,7 @@ impl Session<'_> {
                 Some(PluginsCommand::Logs(args)) => self.logs(args).await,
             },
             Command::Kv(kv) => self.kv(kv).await,
+            Command::Store(store) => self.store(store).await,
             Command::Events { id, limit } => self.events(id.as_deref(), *limit).await,
             Command::GenerateMan { .. } | Command::Completions { .. } => Err(CliError::Usage(
                 "this command does not talk to torud".into(),

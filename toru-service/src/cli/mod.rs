@@ -15,6 +15,7 @@
 //! * `commands` — one method per command: request, then human output.
 //! * `follow` — `plugins logs -f`: polling and lining up new lines.
 //! * `kv` — `kv get|set|delete|list`.
+//! * `store` — `store backup`.
 //! * `output` — tables, colour, JSON.
 //! * `error` — [`CliError`](error::CliError) and the exit codes.
 
@@ -30,6 +31,8 @@ pub mod follow;
 pub mod kv;
 /// Printing.
 pub mod output;
+/// `toructl store`.
+pub mod store;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -85,6 +88,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `toructl store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Write a consistent copy of the whole store (every plugin's data and
+    /// state, the events) to FILE, `-` for standard output. Every write
+    /// acknowledged before it began is in it. Put it back, with torud
+    /// stopped, with `torud --restore FILE`.
+    Backup {
+        /// Where to write it (mode 0600); an existing file is kept unless --force.
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -97,6 +116,9 @@ pub enum Command {
     Kv(KvCommand),
     /// Print this installation's instance id.
     InstanceId,
+    /// The store: backups taken while torud runs.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// What happened lately (starts, exits, restarts, failures), oldest first.
     Events {
         /// Only events of this plugin.

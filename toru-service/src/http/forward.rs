@@ -8,7 +8,6 @@ use http::header::{
     PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, request};
-use http_body_util::Full;
 use toru_plugin_api::{HttpRequest, HttpResponse};
 
 use super::respond::Body;
@@ -60,7 +59,7 @@ pub(crate) fn client_response(answer: HttpResponse) -> Result<Response<Body>, Ap
     let mut headers = end_to_end(&answer.headers);
     // hyper derives the length from the body; a wrong one from a plugin would break the framing.
     headers.remove(CONTENT_LENGTH);
-    let mut response = Response::new(Full::new(answer.body));
+    let mut response = Response::new(super::respond::full(answer.body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)

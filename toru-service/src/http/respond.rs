@@ -4,15 +4,51 @@
 //! [`ApiError::status`](crate::api::ApiError::status) gives it.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    ALLOW, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Either, Full, StreamBody};
+use hyper::body::Frame;
 use serde::Serialize;
+use tokio_util::io::ReaderStream;
 
 use crate::api::ApiError;
 
-/// The body of every response the gateway sends: all answers are in memory.
-pub(crate) type Body = Full<Bytes>;
+/// The body of every response the gateway sends: in memory, but for a file
+/// read as it is sent (a store backup).
+pub(crate) type Body = Either<Full<Bytes>, StreamBody<FileFrames>>;
+
+/// A file's bytes as body frames.
+pub(crate) type FileFrames =
+    futures_util::stream::MapOk<ReaderStream<tokio::fs::File>, fn(Bytes) -> Frame<Bytes>>;
+
+/// An in-memory body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Left(Full::new(bytes.into()))
+}
+
+/// 200 with the whole of `file` (read from its start) as `filename`.
+pub(crate) fn file(file: std::fs::File, filename: &str) -> Response<Body> {
+    use futures_util::TryStreamExt;
+    let length = file.metadata().map(|m| m.len()).ok();
+    let frames: FileFrames =
+        ReaderStream::new(tokio::fs::File::from_std(file)).map_ok(Frame::data as fn(_) -> _);
+    let mut response = Response::new(Either::Right(StreamBody::new(frames)));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(length) = length {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+    {
+        headers.insert(CONTENT_DISPOSITION, disposition);
+    }
+    response
+}
 
 /// `Content-Type` of the API's own answers.
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -74,7 +110,7 @@ pub(crate) fn error(err: &ApiError) -> Response<Body> {
 
 /// A response with `status`, `content_type` and `body`.
 fn bytes(status: StatusCode, content_type: HeaderValue, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, content_type);
     response

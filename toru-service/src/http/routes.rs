@@ -47,6 +47,7 @@ enum Endpoint<'a> {
     Plugins,
     Events,
     Metrics,
+    Backup,
     Plugin(&'a str),
     Action(&'a str, Action),
     Logs(&'a str),
@@ -85,6 +86,7 @@ impl<'a> Endpoint<'a> {
             ["instance"] => Self::Instance,
             ["status"] => Self::Status,
             ["events"] => Self::Events,
+            ["store", "backup"] => Self::Backup,
             ["plugins"] => Self::Plugins,
             ["plugins", id] => Self::Plugin(id),
             ["plugins", id, "enable"] => Self::Action(id, Action::Enable),
@@ -242,6 +244,12 @@ impl<B: Backend> Gateway<B> {
                 forward::client_response(backend.forward(route, request).await?)?
             }
             Endpoint::Metrics => respond::metrics(backend.metrics()),
+            Endpoint::Backup => {
+                let backup = backend.backup().await?;
+                let date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+                let name = format!("toru-{}-{date}.redb", backup.counts.instance_id);
+                respond::file(backup.file, &name)
+            }
         })
     }
 }

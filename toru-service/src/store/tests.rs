@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use std::io::BufRead;
-use std::os::unix::fs::MetadataExt;
+use std::fs;
+use std::io::{BufRead, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,8 @@ fn bulk_set(store: &Store, plugin: &str, keys: &[String]) {
         .write("bulk_set", |txn| {
             let mut table = txn.open_table(KV)?;
             for key in keys {
-                table.insert((plugin, key.as_str()), key.as_bytes())?;
+                let sealed = seal("kv", &[plugin.as_bytes(), key.as_bytes()], key.as_bytes());
+                table.insert((plugin, key.as_str()), sealed.as_slice())?;
             }
             Ok(())
         })
@@ -325,7 +327,8 @@ fn corrupt_file_is_reported() {
     );
     let message = err.to_string();
     assert!(message.contains(&db.display().to_string()), "{message}");
-    assert!(message.contains("move it aside"), "{message}");
+    assert!(message.contains("torud --restore FILE"), "{message}");
+    assert!(message.contains("torud --fresh-store"), "{message}");
     assert_eq!(
         fs::read(&db).unwrap(),
         garbage,
@@ -342,7 +345,7 @@ fn newer_schema_is_refused() {
         let txn = db.begin_write().unwrap();
         txn.open_table(META)
             .unwrap()
-            .insert("schema_version", "2")
+            .insert("schema_version", "3")
             .unwrap();
         txn.commit().unwrap();
     }
@@ -351,14 +354,14 @@ fn newer_schema_is_refused() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("schema version 2"), "{err}");
+    assert!(err.to_string().contains("schema version 3"), "{err}");
 }
 
 #[test]

@@ -165,10 +165,15 @@ backoff_max = "500ms"
     /// Runs `command` (which starts torud on this setup's config, perhaps
     /// through a wrapper) and waits until torud serves and plugins settled.
     pub async fn launch(&self, mut command: Command) -> Torud {
+        // A file, not a pipe: a pipe nobody reads until the end fills up
+        // with debug lines and blocks torud.
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = self.dir.path().join(format!("torud-{run}.log"));
         let child = command
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let torud = Torud {
@@ -176,6 +181,7 @@ backoff_max = "500ms"
             port: self.port,
             unix: self.runtime.join("toru.sock"),
             token_file: self.state.join("admin.token"),
+            log: Some(log),
         };
         torud.wait_ready().await;
         torud
@@ -196,6 +202,8 @@ pub struct Torud {
     pub port: u16,
     pub unix: PathBuf,
     pub token_file: PathBuf,
+    /// Where its stderr goes, when it is not a pipe of the child.
+    pub log: Option<PathBuf>,
 }
 
 impl Drop for Torud {
@@ -264,6 +272,7 @@ impl Torud {
             port: self.port,
             unix: self.unix.clone(),
             token_file: self.token_file.clone(),
+            log: None,
         }
     }
 
@@ -345,16 +354,24 @@ impl Torud {
     /// stays owned until it exited, so a panic here still kills it on drop.
     pub fn stop(&mut self) -> (Option<i32>, String) {
         signal(self.pid(), "TERM");
-        let result = wait_exit(self.child.as_mut().unwrap());
+        let (code, stderr) = wait_exit(self.child.as_mut().unwrap());
         self.child = None;
-        result
+        (code, stderr + &self.log_text())
     }
 
     /// SIGKILL, then waits for the exit; returns stderr.
     pub fn kill(&mut self) -> String {
         let mut child = self.child.take().unwrap();
         signal(child.id(), "KILL");
-        wait_exit(&mut child).1
+        wait_exit(&mut child).1 + &self.log_text()
+    }
+
+    /// What it wrote to its stderr so far, when that is a file.
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|log| std::fs::read_to_string(log).ok())
+            .unwrap_or_default()
     }
 }
 

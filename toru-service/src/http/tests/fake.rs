@@ -183,6 +183,10 @@ impl Backend for FakeBackend {
         }
     }
 
+    async fn backup(&self) -> Result<crate::api::Backup, ApiError> {
+        Err(ApiError::Internal("the fake has no store".to_owned()))
+    }
+
     async fn bundle(&self, id: &str) -> Result<HttpResponse, ApiError> {
         match id {
             "hello" => Ok(HttpResponse {

@@ -5,9 +5,9 @@
 //! | table     | key                       | value                                   |
 //! |-----------|---------------------------|-----------------------------------------|
 //! | `meta`    | `&str`                    | `&str`: `schema_version`, `instance_id` |
-//! | `kv`      | `(&str plugin, &str key)` | the plugin's raw bytes                  |
-//! | `plugins` | `&str` plugin id          | JSON [`PluginRecord`]                   |
-//! | `events`  | `u64` sequence number     | JSON [`Event`]                          |
+//! | `kv`      | `(&str plugin, &str key)` | the plugin's bytes, sealed              |
+//! | `plugins` | `&str` plugin id          | JSON [`PluginRecord`], sealed           |
+//! | `events`  | `u64` sequence number     | JSON [`Event`], sealed                  |
 //!
 //! Plugin data is keyed by a tuple, which redb encodes with a length prefix on the plugin id, so
 //! no choice of key or prefix can make one plugin's keys collide with or sort into another's;
@@ -28,41 +28,66 @@
 //! `state_dir/torud.lock` (holding the owner's pid) before it touches the database, and the
 //! lock is released when the [`Store`] is dropped or the process dies.
 //!
-//! # Errors
+//! # Damage
 //!
-//! Nothing here panics on bad input or a bad file (given the default `panic = "unwind"`). A damaged file is reported as
-//! [`StoreError::Corrupt`], including when redb itself panics on a damaged page, which it only
-//! finds when it reads that page: so a call long after a successful open can still report it.
+//! Damaged data is found and said, never served as good data:
+//!
+//! * the instance id is kept in `state_dir/instance-id` too, so a database that is gone or
+//!   empty while the installation exists is refused ([`StoreError::Lost`]), not silently made
+//!   anew, and a database of another installation is refused ([`StoreError::Mismatch`]);
+//! * at start (always, or after an unclean stop only: `[store] verify_on_start`) redb checks
+//!   the checksum of every page, and damage refuses the open ([`StoreError::Corrupt`]);
+//! * every value carries a checksum of its own ([`seal`]), checked at each read; a value that
+//!   fails it, or that redb cannot read, is [`StoreError::Damaged`], logged once at ERROR with
+//!   the plugin and key. redb panics on some damaged pages: that is caught ([`shielded`]) and
+//!   reported the same way, without a backtrace.
+//!
+//! Recovery: [`Store::backup`] (a consistent copy taken while torud runs), [`restore`] and
+//! [`start_afresh`] (with torud stopped), in `copy.rs`.
 
-use std::collections::BTreeMap;
-use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Write};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io;
 use std::ops::Bound;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, Once, PoisonError};
 
 use chrono::{DateTime, Utc};
-use redb::backends::FileBackend;
 use redb::{
-    Builder, Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info};
 use uuid::Uuid;
 
+use crate::config::VerifyOnStart;
+use seal::{seal, unseal};
+
+/// Backups, restores, starting afresh.
+mod copy;
+/// Lock, instance file, verification, schema.
+mod open;
+/// The checksum every value is stored with.
+mod seal;
+pub use copy::{Counts, Fresh, Restored, inspect, restore, start_afresh};
+
+#[cfg(test)]
+mod damage_tests;
 #[cfg(test)]
 mod tests;
 
 /// How many events the log keeps; older ones are pruned as new ones are recorded.
 pub const MAX_EVENTS: u64 = 10_000;
 
-/// Schema version this code writes and understands; a newer database is refused.
-const SCHEMA_VERSION: u32 = 1;
+/// Schema version this code writes and understands; a newer database is refused. Version 2
+/// seals every value; a version 1 database is upgraded when opened.
+const SCHEMA_VERSION: u32 = 2;
 const DB_FILE: &str = "toru.redb";
 const LOCK_FILE: &str = "torud.lock";
+const INSTANCE_FILE: &str = "instance-id";
 // The page cache is a ceiling, not an allocation; redb's 1 GiB default is far more than a
 // daemon's bookkeeping needs.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
@@ -91,14 +116,49 @@ pub enum StoreError {
         /// The underlying error.
         source: io::Error,
     },
-    /// The database file is not a readable torud database.
+    /// The database file is damaged or not a torud database.
     #[error(
-        "database {} is corrupt ({detail}); move it aside to start afresh; plugin data in it would be lost",
+        "database {} is damaged ({detail}); torud does not serve damaged data. {RECOVER}",
         .path.display()
     )]
     Corrupt {
         /// The database file.
         path: PathBuf,
+        /// What was found wrong.
+        detail: String,
+    },
+    /// The database is missing or empty while the installation it belongs to exists.
+    #[error(
+        "database {} is missing or empty, but this is installation {instance_id} (its id is in \
+         instance-id beside it): its plugin data, states and events are gone. {RECOVER}",
+        .path.display()
+    )]
+    Lost {
+        /// The database file.
+        path: PathBuf,
+        /// The id in `instance-id`.
+        instance_id: Uuid,
+    },
+    /// The database belongs to another installation than the state directory's `instance-id`.
+    #[error(
+        "database {} belongs to installation {in_database}, but instance-id beside it says \
+         {in_file}. A database copied in by hand is not used; `torud --restore FILE` takes a \
+         backup in and adopts its id. {RECOVER}",
+        .path.display()
+    )]
+    Mismatch {
+        /// The database file.
+        path: PathBuf,
+        /// The id in the database.
+        in_database: Uuid,
+        /// The id in `instance-id`.
+        in_file: Uuid,
+    },
+    /// A stored value failed its checksum or could not be read: it is not served.
+    #[error("{what} is damaged ({detail}) and is not served; {RECOVER}")]
+    Damaged {
+        /// `the value of key "k" of plugin "p"`.
+        what: String,
         /// What was found wrong.
         detail: String,
     },
@@ -118,6 +178,26 @@ pub enum StoreError {
     /// Any other database failure, with the operation that hit it.
     #[error("database error: {0}")]
     Database(String),
+}
+
+/// What every damage error tells a sysadmin to do.
+const RECOVER: &str = "To recover, stop torud and either restore a backup (`torud --restore FILE`, \
+     a file made by `toructl store backup`) or start over with an empty store, keeping the \
+     instance id (`torud --fresh-store`); see torud(8)";
+
+impl StoreError {
+    /// Whether the data itself is unusable (the exit status is then 65), as opposed to a
+    /// busy or unreadable state directory.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Self::Corrupt { .. }
+                | Self::Lost { .. }
+                | Self::Mismatch { .. }
+                | Self::Damaged { .. }
+                | Self::SchemaTooNew { .. }
+        )
+    }
 }
 
 fn holder_text(pid: &Option<u32>) -> String {
@@ -218,13 +298,16 @@ pub struct StoredEvent {
 
 /// The open store. `Send + Sync`; share it with an `Arc`. Calls block on disk I/O.
 pub struct Store {
-    // Declared before `_lock` so the database is closed before the lock is released: fields drop
-    // in declaration order, and another torud must not open the file while this one still has it.
+    // Declared before `lock` so the database is closed before the lock is released (and the
+    // clean stop recorded): fields drop in declaration order, and another torud must not open
+    // the file while this one still has it.
     db: Database,
     path: PathBuf,
     instance_id: Uuid,
     max_events: u64,
-    _lock: File,
+    /// Damaged values already logged, so each is said once.
+    reported: Mutex<HashSet<String>>,
+    lock: open::Lock,
 }
 
 impl std::fmt::Debug for Store {
@@ -237,25 +320,50 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `state_dir`, taking its lock first.
+    /// Opens (creating if needed) the store in `state_dir`, taking its lock first, and
+    /// verifying every page.
     pub fn open(state_dir: &Path) -> StoreResult<Self> {
-        Self::open_with(state_dir, MAX_EVENTS)
+        Self::open_verifying(state_dir, VerifyOnStart::Always)
+    }
+
+    /// [`Store::open`], verifying every page as `verify` says.
+    pub fn open_verifying(state_dir: &Path, verify: VerifyOnStart) -> StoreResult<Self> {
+        let lock = open::lock(state_dir)?;
+        Self::open_locked(state_dir, lock, verify, MAX_EVENTS, false)
     }
 
     /// [`Store::open`] with a different event log bound (at least 1), for tests.
+    #[cfg(test)]
     pub(crate) fn open_with(state_dir: &Path, max_events: u64) -> StoreResult<Self> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(io_error(state_dir))?;
-        let lock = acquire_lock(state_dir)?;
+        let lock = open::lock(state_dir)?;
+        Self::open_locked(state_dir, lock, VerifyOnStart::Always, max_events, false)
+    }
+
+    /// Opens with the lock taken; `afresh` lets a missing database be made anew although the
+    /// installation exists (keeping its instance id).
+    fn open_locked(
+        state_dir: &Path,
+        lock: open::Lock,
+        verify: VerifyOnStart,
+        max_events: u64,
+        afresh: bool,
+    ) -> StoreResult<Self> {
+        install_panic_hook();
         let path = state_dir.join(DB_FILE);
+        let known = open::read_instance_file(state_dir)?;
+        let empty = open::is_empty(&path)?;
+        if let (true, false, Some(instance_id)) = (empty, afresh, known) {
+            return Err(StoreError::Lost { path, instance_id });
+        }
+        let verify = !empty && open::verifies(verify, &lock, &path);
         let (db, instance_id) = shielded(&path, || {
-            let db = open_database(&path)?;
-            let instance_id = initialise(&db, &path)?;
+            let db = open::database(&path, verify)?;
+            let instance_id = open::initialise(&db, &path, known)?;
             Ok((db, instance_id))
         })?;
+        if known.is_none() {
+            open::write_instance_file(state_dir, instance_id)?;
+        }
         // The file's directory entry must itself be durable, or a power loss right after the
         // first start could lose the whole database despite every commit's fsync.
         File::open(state_dir)
@@ -267,8 +375,14 @@ impl Store {
             path,
             instance_id,
             max_events: max_events.max(1),
-            _lock: lock,
+            reported: Mutex::new(HashSet::new()),
+            lock,
         })
+    }
+
+    /// Whether the torud before this one stopped cleanly.
+    pub fn last_stop_was_clean(&self) -> bool {
+        self.lock.was_clean
     }
 
     /// The database file.
@@ -281,18 +395,48 @@ impl Store {
         self.instance_id
     }
 
-    /// The value of `key` in `plugin`'s namespace.
+    /// The value of `key` in `plugin`'s namespace. A value that is damaged is an error
+    /// ([`StoreError::Damaged`]), logged once.
     pub fn kv_get(&self, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.read("kv_get", |txn| {
+        let found = self.read("kv_get", |txn| {
             let table = txn.open_table(KV)?;
-            Ok(table.get((plugin, key))?.map(|v| v.value().to_vec()))
-        })
+            match table.get((plugin, key))? {
+                Some(v) => Ok(Some(
+                    unseal("kv", &[plugin.as_bytes(), key.as_bytes()], v.value())
+                        .map(<[u8]>::to_vec),
+                )),
+                None => confirm_miss(&table, plugin, key).map(|()| None),
+            }
+        });
+        match found {
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(value))) => Ok(Some(value)),
+            Ok(Some(Err(detail))) => Err(self.damaged(plugin, key, detail)),
+            Err(StoreError::Corrupt { detail, .. }) => Err(self.damaged(plugin, key, detail)),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The error for a damaged value of `plugin`'s `key`, logged at ERROR the first time.
+    fn damaged(&self, plugin: &str, key: &str, detail: String) -> StoreError {
+        let what = format!("the stored value of key {key:?} of plugin {plugin:?}");
+        let first = self
+            .reported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(format!("{plugin}\0{key}"));
+        if first {
+            error!(plugin, key, %detail, path = %self.path.display(), "damaged value in the store: answered as an error, not served");
+        }
+        StoreError::Damaged { what, detail }
     }
 
     /// Stores `value` under `key` in `plugin`'s namespace; durable when this returns.
     pub fn kv_set(&self, plugin: &str, key: &str, value: &[u8]) -> StoreResult<()> {
+        let sealed = seal("kv", &[plugin.as_bytes(), key.as_bytes()], value);
         self.write("kv_set", |txn| {
-            txn.open_table(KV)?.insert((plugin, key), value)?;
+            txn.open_table(KV)?
+                .insert((plugin, key), sealed.as_slice())?;
             Ok(())
         })
     }
@@ -327,7 +471,7 @@ impl Store {
             let mut keys = Vec::new();
             let mut more = false;
             for entry in table.range::<(&str, &str)>((start, Bound::Unbounded))? {
-                let (entry_key, _) = entry?;
+                let (entry_key, value) = entry?;
                 let (owner, key) = entry_key.value();
                 // Keys sharing a prefix are contiguous, so the first miss ends the range.
                 if owner != plugin || !key.starts_with(prefix) {
@@ -336,6 +480,15 @@ impl Store {
                 if keys.len() == limit {
                     more = true;
                     break;
+                }
+                // A damaged key would be listed under a name nobody wrote.
+                if let Err(detail) =
+                    unseal("kv", &[owner.as_bytes(), key.as_bytes()], value.value())
+                {
+                    return Err(redb::Error::Corrupted(format!(
+                        "an entry after key {:?} of plugin {plugin:?}: {detail}",
+                        keys.last().map_or("", String::as_str)
+                    )));
                 }
                 keys.push(key.to_owned());
             }
@@ -364,13 +517,16 @@ impl Store {
         self.read("plugin_record", |txn| {
             let table = txn.open_table(PLUGINS)?;
             let value = table.get(plugin)?;
-            value.map(|v| decode(v.value(), plugin)).transpose()
+            value
+                .map(|v| decode("plugins", &[plugin.as_bytes()], v.value(), plugin))
+                .transpose()
         })
     }
 
     /// Saves the persisted state of `plugin`; durable when this returns.
     pub fn set_plugin_record(&self, plugin: &str, record: &PluginRecord) -> StoreResult<()> {
         let bytes = encode(record, "plugin record")?;
+        let bytes = seal("plugins", &[plugin.as_bytes()], &bytes);
         self.write("set_plugin_record", |txn| {
             txn.open_table(PLUGINS)?.insert(plugin, bytes.as_slice())?;
             Ok(())
@@ -385,7 +541,8 @@ impl Store {
             for entry in table.iter()? {
                 let (plugin, value) = entry?;
                 let plugin = plugin.value();
-                records.insert(plugin.to_owned(), decode(value.value(), plugin)?);
+                let record = decode("plugins", &[plugin.as_bytes()], value.value(), plugin)?;
+                records.insert(plugin.to_owned(), record);
             }
             Ok(records)
         })
@@ -402,7 +559,8 @@ impl Store {
                 Some((last, _)) => last.value() + 1,
                 None => 1,
             };
-            table.insert(seq, bytes.as_slice())?;
+            let sealed = seal("events", &[&seq.to_be_bytes()], &bytes);
+            table.insert(seq, sealed.as_slice())?;
             let surplus = table.len()?.saturating_sub(self.max_events);
             for _ in 0..surplus {
                 table.pop_first()?;
@@ -426,7 +584,12 @@ impl Store {
                 }
                 let (seq, value) = entry?;
                 let seq = seq.value();
-                let event: Event = decode(value.value(), &format!("event {seq}"))?;
+                let event: Event = decode(
+                    "events",
+                    &[&seq.to_be_bytes()],
+                    value.value(),
+                    &format!("event {seq}"),
+                )?;
                 if plugin.is_none_or(|p| event.plugin.as_deref() == Some(p)) {
                     events.push(StoredEvent { seq, event });
                 }
@@ -466,14 +629,72 @@ impl Store {
     }
 }
 
+/// A key not found may be one whose stored bytes are damaged, which redb cannot tell (it checks
+/// page checksums only when verifying the whole file). So a miss counts only when its
+/// neighbours, the entries just before and after where the key would be, are intact (their
+/// seals cover their keys) and sort around it; otherwise it is damage.
+fn confirm_miss<T: ReadableTable<(&'static str, &'static str), &'static [u8]>>(
+    table: &T,
+    plugin: &str,
+    key: &str,
+) -> Result<(), redb::Error> {
+    let wanted = (plugin, key);
+    let before = table.range::<(&str, &str)>(..wanted)?.next_back();
+    let after = table.range::<(&str, &str)>(wanted..)?.next();
+    for (neighbour, sorts_before) in [(before, true), (after, false)] {
+        let Some(entry) = neighbour else { continue };
+        let (found, value) = entry?;
+        let (other_plugin, other_key) = found.value();
+        let in_order = if sorts_before {
+            (other_plugin, other_key) < wanted
+        } else {
+            (other_plugin, other_key) > wanted
+        };
+        let intact = unseal(
+            "kv",
+            &[other_plugin.as_bytes(), other_key.as_bytes()],
+            value.value(),
+        );
+        if !in_order || intact.is_err() {
+            return Err(redb::Error::Corrupted(format!(
+                "the key is not found, and the entry where it would be is damaged ({})",
+                intact.err().unwrap_or_else(|| "out of order".to_owned())
+            )));
+        }
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// Set while a store call runs under [`shielded`]: its panics are reported by it.
+    static SHIELDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Keeps the default panic message (and backtrace) for panics under [`shielded`] out of
+/// stderr and the journal: the error they become says what happened, once.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !SHIELDED.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `body`, turning a panic into [`StoreError::Corrupt`].
 ///
 /// redb panics instead of erroring on some damaged pages (always in debug builds, and at some
 /// sites in release builds too), and only finds them when it reads them; a daemon must report
-/// that as a corrupt file rather than die. redb poisons what the panic left half done, so later
+/// that as a damaged file rather than die. redb poisons what the panic left half done, so later
 /// calls fail cleanly instead of seeing a broken state.
 fn shielded<T>(path: &Path, body: impl FnOnce() -> StoreResult<T>) -> StoreResult<T> {
-    panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+    let outer = SHIELDED.with(|s| s.replace(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(body));
+    SHIELDED.with(|s| s.set(outer));
+    result.unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
@@ -514,143 +735,20 @@ fn classify(path: &Path, op: &str, err: redb::Error) -> StoreError {
     }
 }
 
-// Stored records that fail to decode are corruption, so they travel as redb's own variant.
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, redb::Error> {
+// Stored records that fail their seal or do not decode are damage, so they travel as redb's
+// own variant.
+fn decode<T: serde::de::DeserializeOwned>(
+    table: &str,
+    key: &[&[u8]],
+    stored: &[u8],
+    what: &str,
+) -> Result<T, redb::Error> {
+    let bytes = unseal(table, key, stored)
+        .map_err(|e| redb::Error::Corrupted(format!("record for {what}: {e}")))?;
     serde_json::from_slice(bytes)
         .map_err(|e| redb::Error::Corrupted(format!("undecodable record for {what}: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T, what: &str) -> StoreResult<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| StoreError::Database(format!("encoding {what}: {e}")))
-}
-
-/// Tightens a pre-existing file that something else left readable by others.
-fn restrict_mode(file: &File, path: &Path) -> StoreResult<()> {
-    let mode = file
-        .metadata()
-        .map_err(io_error(path))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        warn!(path = %path.display(), mode = format!("{mode:o}"), "tightening mode to 0600");
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io_error(path))?;
-    }
-    Ok(())
-}
-
-fn acquire_lock(state_dir: &Path) -> StoreResult<File> {
-    let path = state_dir.join(LOCK_FILE);
-    // No truncation on open: until the lock is ours the content is the holder's pid.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_error(&path))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut content = String::new();
-            let holder_pid = file
-                .read_to_string(&mut content)
-                .ok()
-                .and_then(|_| content.trim().parse().ok());
-            return Err(StoreError::Locked {
-                path: state_dir.to_owned(),
-                holder_pid,
-            });
-        }
-        Err(TryLockError::Error(source)) => return Err(StoreError::Io { path, source }),
-    }
-    restrict_mode(&file, &path)?;
-    file.set_len(0)
-        .and_then(|()| writeln!(file, "{}", std::process::id()))
-        .map_err(io_error(&path))?;
-    Ok(file)
-}
-
-fn open_database(path: &Path) -> StoreResult<Database> {
-    // Created here rather than by redb so the mode is 0600 from the first byte.
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_error(path))?;
-    restrict_mode(&file, path)?;
-    let open_error = |e: DatabaseError| match e {
-        // Only a process that ignores torud.lock can get here; it has no pid to report.
-        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
-            path: path.parent().unwrap_or(path).to_owned(),
-            holder_pid: None,
-        },
-        other => classify(path, "opening", other.into()),
-    };
-    let backend = FileBackend::new(file).map_err(open_error)?;
-    let warned = AtomicBool::new(false);
-    let shown = path.display().to_string();
-    Builder::new()
-        .set_cache_size(CACHE_BYTES)
-        .set_repair_callback(move |session| {
-            if !warned.swap(true, Ordering::Relaxed) {
-                warn!(path = %shown, progress = session.progress(), "repairing after an unclean shutdown");
-            }
-        })
-        .create_with_backend(backend)
-        .map_err(open_error)
-}
-
-/// Creates the tables, checks the schema version and returns the instance id, making both on
-/// first start.
-fn initialise(db: &Database, path: &Path) -> StoreResult<Uuid> {
-    // The inner `Err` carries a schema version too new to touch.
-    let run = || -> Result<Result<Uuid, u32>, redb::Error> {
-        let mut txn = db.begin_write()?;
-        txn.set_quick_repair(true);
-        let mut meta = txn.open_table(META)?;
-        let found = meta.get("schema_version")?.map(|v| v.value().to_owned());
-        if let Some(found) = found {
-            let found: u32 = found.parse().map_err(|_| {
-                redb::Error::Corrupted(format!("schema_version {found:?} is not a number"))
-            })?;
-            if found > SCHEMA_VERSION {
-                // Returning drops `txn` uncommitted, so a newer database is left untouched.
-                return Ok(Err(found));
-            }
-        } else {
-            meta.insert("schema_version", SCHEMA_VERSION.to_string().as_str())?;
-        }
-        let stored = meta.get("instance_id")?.map(|v| v.value().to_owned());
-        let id = match stored {
-            Some(stored) => Uuid::parse_str(&stored)
-                .map_err(|e| redb::Error::Corrupted(format!("instance_id {stored:?}: {e}")))?,
-            None => {
-                let id = Uuid::new_v4();
-                meta.insert("instance_id", id.to_string().as_str())?;
-                info!(instance_id = %id, "new instance id");
-                id
-            }
-        };
-        drop(meta);
-        // Creating the other tables up front lets read transactions assume they exist.
-        txn.open_table(KV)?;
-        txn.open_table(PLUGINS)?;
-        txn.open_table(EVENTS)?;
-        txn.commit()?;
-        Ok(Ok(id))
-    };
-    match run() {
-        Ok(Ok(id)) => Ok(id),
-        Ok(Err(found)) => Err(StoreError::SchemaTooNew {
-            path: path.to_owned(),
-            found,
-            supported: SCHEMA_VERSION,
-        }),
-        Err(e) => Err(classify(path, "initialising", e)),
-    }
 }
