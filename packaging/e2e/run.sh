@@ -430,6 +430,28 @@ sh_in 'cp /root/toru.toml.good /etc/toru/toru.toml'
 ct systemctl reset-failed toru.service
 check_state "after the config is mended"
 
+# The store: a backup taken while torud runs; an emptied store refused with
+# status 65, explained, not restarted; the backup restored by root.
+ct toructl store backup /root/e2e.redb >/dev/null || die "toructl store backup failed"
+ct systemctl stop toru.service toru.socket
+sh_in ': >/var/lib/toru/toru.redb'
+ct systemctl start toru.socket
+restarts=$(prop toru.service NRestarts)
+if ct systemctl start toru.service 2>/dev/null; then die "torud started on an emptied store"; fi
+sleep 3
+[ "$(prop toru.service ExecMainStatus)" = 65 ] || die "exit status $(prop toru.service ExecMainStatus), not 65"
+[ "$(prop toru.service NRestarts)" = "$restarts" ] || die "an emptied store is restarted in a loop"
+journal=$(ct journalctl -u toru.service --no-pager)
+grep -q 'missing or empty' <<<"$journal" && grep -q 'torud --restore FILE' <<<"$journal" ||
+    die "the journal does not say the store is lost and how to recover"
+ct systemctl stop toru.service toru.socket
+ct torud --restore /root/e2e.redb >/dev/null || die "torud --restore failed"
+sh_in 'test "$(stat -c %U:%a /var/lib/toru/toru.redb)" = toru:600' || die "the restored store is not toru's, 0600"
+ct systemctl reset-failed toru.service
+ct systemctl start toru.socket
+check_state "after a restore"
+ok "toructl store backup; an emptied store: status 65, the recovery in the journal, no restart loop; torud --restore"
+
 apt_in purge purge toru
 sh_in 'test ! -e /var/lib/toru && test ! -e /etc/toru' || die "purge left /var/lib/toru or /etc/toru"
 if ct getent passwd toru >/dev/null; then die "purge left the user toru"; fi

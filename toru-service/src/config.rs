@@ -91,7 +91,7 @@ pub struct HealthPolicy {
 /// When the whole database file is checked at start, under `[store]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyOnStart {
-    /// At every start (about 1 ms per MiB of database).
+    /// At every start (0.5 to 2 ms per MiB of database).
     Always,
     /// Only after torud did not stop cleanly: for very large stores.
     AfterCrash,

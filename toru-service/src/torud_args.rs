@@ -216,7 +216,7 @@ The configuration is unusable; every problem is printed. toru.service does
 not restart torud for this (RestartPreventExitStatus=78).
 .SH "RECOVERING THE STORE"
 torud checks the checksum of every page of \fItoru.redb\fR at each start
-(about 1 ms per MiB; \fB[store] verify_on_start\fR), and every stored value
+(0.5 to 2 ms per MiB; \fB[store] verify_on_start\fR), and every stored value
 carries a checksum of its own, checked at each read. Damaged data is never
 served: at start torud refuses to run (exit status 65) and says why; while
 running, a damaged value is answered with an error (logged once, at

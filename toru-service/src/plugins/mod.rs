@@ -191,7 +191,10 @@ impl KvBackend for StoreKv {
         match result {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => {
-                warn!(plugin = %self.plugin, error = %e, "KV operation failed");
+                // A damaged value was logged once, at ERROR, by the store.
+                if !matches!(e, crate::store::StoreError::Damaged { .. }) {
+                    warn!(plugin = %self.plugin, error = %e, "KV operation failed");
+                }
                 Err(KvFailure::new(ErrorCode::Storage, e.to_string()))
             }
             Err(e) => Err(KvFailure::new(ErrorCode::Internal, e.to_string())),

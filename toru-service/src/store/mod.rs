@@ -45,21 +45,16 @@
 //! Recovery: [`Store::backup`] (a consistent copy taken while torud runs), [`restore`] and
 //! [`start_afresh`] (with torud stopped), in `copy.rs`.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io;
 use std::ops::Bound;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
-use chrono::{DateTime, Utc};
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition, WriteTransaction,
 };
-use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info};
 use uuid::Uuid;
 
@@ -68,11 +63,22 @@ use seal::{seal, unseal};
 
 /// Backups, restores, starting afresh.
 mod copy;
+/// Errors, each said for a sysadmin.
+mod error;
 /// Lock, instance file, verification, schema.
 mod open;
+/// Plugin records and events, and their encoding.
+mod records;
 /// The checksum every value is stored with.
 mod seal;
+/// Catching the database engine's panics.
+mod shield;
 pub use copy::{Counts, Fresh, Restored, inspect, restore, start_afresh};
+pub use error::{StoreError, StoreResult};
+use error::{classify, io_error};
+pub use records::{Event, EventKind, PluginRecord, StoredEvent};
+use records::{decode, encode};
+use shield::{install_panic_hook, shielded};
 
 #[cfg(test)]
 mod damage_tests;
@@ -96,205 +102,6 @@ const META: TableDefinition<'_, &str, &str> = TableDefinition::new("meta");
 const KV: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("kv");
 const PLUGINS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("plugins");
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
-
-/// Why the store could not be opened or used.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Another process holds the state directory's lock.
-    #[error("state directory {} is in use by another torud ({})", .path.display(), holder_text(.holder_pid))]
-    Locked {
-        /// The state directory.
-        path: PathBuf,
-        /// Pid written into the lock file by the holder, if it could be read.
-        holder_pid: Option<u32>,
-    },
-    /// The state directory, lock file or database file could not be created, read or written.
-    #[error("cannot use {}: {source}", .path.display())]
-    Io {
-        /// The file or directory that failed.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
-    /// The database file is damaged or not a torud database.
-    #[error(
-        "database {} is damaged ({detail}); torud does not serve damaged data. {RECOVER}",
-        .path.display()
-    )]
-    Corrupt {
-        /// The database file.
-        path: PathBuf,
-        /// What was found wrong.
-        detail: String,
-    },
-    /// The database is missing or empty while the installation it belongs to exists.
-    #[error(
-        "database {} is missing or empty, but this is installation {instance_id} (its id is in \
-         instance-id beside it): its plugin data, states and events are gone. {RECOVER}",
-        .path.display()
-    )]
-    Lost {
-        /// The database file.
-        path: PathBuf,
-        /// The id in `instance-id`.
-        instance_id: Uuid,
-    },
-    /// The database belongs to another installation than the state directory's `instance-id`.
-    #[error(
-        "database {} belongs to installation {in_database}, but instance-id beside it says \
-         {in_file}. A database copied in by hand is not used; `torud --restore FILE` takes a \
-         backup in and adopts its id. {RECOVER}",
-        .path.display()
-    )]
-    Mismatch {
-        /// The database file.
-        path: PathBuf,
-        /// The id in the database.
-        in_database: Uuid,
-        /// The id in `instance-id`.
-        in_file: Uuid,
-    },
-    /// A stored value failed its checksum or could not be read: it is not served.
-    #[error("{what} is damaged ({detail}) and is not served; {RECOVER}")]
-    Damaged {
-        /// `the value of key "k" of plugin "p"`.
-        what: String,
-        /// What was found wrong.
-        detail: String,
-    },
-    /// The database was written by a newer torud whose schema this one does not know.
-    #[error(
-        "database {} has schema version {found} but this torud understands only up to {supported}; run a newer torud (or move the file aside to start afresh; plugin data in it would be lost)",
-        .path.display()
-    )]
-    SchemaTooNew {
-        /// The database file.
-        path: PathBuf,
-        /// Schema version found in the file.
-        found: u32,
-        /// Newest schema version this code understands.
-        supported: u32,
-    },
-    /// Any other database failure, with the operation that hit it.
-    #[error("database error: {0}")]
-    Database(String),
-}
-
-/// What every damage error tells a sysadmin to do.
-const RECOVER: &str = "To recover, stop torud and either restore a backup (`torud --restore FILE`, \
-     a file made by `toructl store backup`) or start over with an empty store, keeping the \
-     instance id (`torud --fresh-store`); see torud(8)";
-
-impl StoreError {
-    /// Whether the data itself is unusable (the exit status is then 65), as opposed to a
-    /// busy or unreadable state directory.
-    pub fn is_damage(&self) -> bool {
-        matches!(
-            self,
-            Self::Corrupt { .. }
-                | Self::Lost { .. }
-                | Self::Mismatch { .. }
-                | Self::Damaged { .. }
-                | Self::SchemaTooNew { .. }
-        )
-    }
-}
-
-fn holder_text(pid: &Option<u32>) -> String {
-    pid.map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}"))
-}
-
-/// Result of a store operation.
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Persisted state of one plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PluginRecord {
-    /// Whether the plugin should run; plugins start out enabled.
-    #[serde(default = "default_enabled")]
-    pub enabled: bool,
-    /// Why the plugin was given up on, if it was.
-    #[serde(default)]
-    pub failed: Option<String>,
-}
-
-fn default_enabled() -> bool {
-    true
-}
-
-impl Default for PluginRecord {
-    fn default() -> Self {
-        Self {
-            enabled: default_enabled(),
-            failed: None,
-        }
-    }
-}
-
-/// What happened, in an [`Event`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// A plugin process was started.
-    Started,
-    /// A plugin process exited (code or signal in the detail).
-    Exited,
-    /// A plugin process was restarted.
-    Restarted,
-    /// A plugin was given up on.
-    Failed,
-    /// A plugin was enabled.
-    Enabled,
-    /// A plugin was disabled.
-    Disabled,
-    /// A plugin stopped responding.
-    Hung,
-    /// A new plugin was found.
-    Discovered,
-    /// A plugin disappeared.
-    Removed,
-    /// A plugin's manifest or files are invalid.
-    Invalid,
-    /// torud started.
-    DaemonStarted,
-    /// torud stopped.
-    DaemonStopped,
-}
-
-/// One entry of the event log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// When it happened.
-    pub timestamp: DateTime<Utc>,
-    /// The plugin concerned, or `None` for the daemon itself.
-    pub plugin: Option<String>,
-    /// What happened.
-    pub kind: EventKind,
-    /// Human-readable details.
-    pub detail: String,
-}
-
-impl Event {
-    /// An event that happens now.
-    pub fn new(plugin: Option<&str>, kind: EventKind, detail: impl Into<String>) -> Self {
-        Self {
-            timestamp: Utc::now(),
-            plugin: plugin.map(str::to_owned),
-            kind,
-            detail: detail.into(),
-        }
-    }
-}
-
-/// An [`Event`] with its sequence number in the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    /// Position in the log; increases with every event and is never reused.
-    pub seq: u64,
-    /// The event.
-    #[serde(flatten)]
-    pub event: Event,
-}
 
 /// The open store. `Send + Sync`; share it with an `Arc`. Calls block on disk I/O.
 pub struct Store {
@@ -663,92 +470,4 @@ fn confirm_miss<T: ReadableTable<(&'static str, &'static str), &'static [u8]>>(
         }
     }
     Ok(())
-}
-
-thread_local! {
-    /// Set while a store call runs under [`shielded`]: its panics are reported by it.
-    static SHIELDED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Keeps the default panic message (and backtrace) for panics under [`shielded`] out of
-/// stderr and the journal: the error they become says what happened, once.
-fn install_panic_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            if !SHIELDED.with(Cell::get) {
-                previous(info);
-            }
-        }));
-    });
-}
-
-/// Runs `body`, turning a panic into [`StoreError::Corrupt`].
-///
-/// redb panics instead of erroring on some damaged pages (always in debug builds, and at some
-/// sites in release builds too), and only finds them when it reads them; a daemon must report
-/// that as a damaged file rather than die. redb poisons what the panic left half done, so later
-/// calls fail cleanly instead of seeing a broken state.
-fn shielded<T>(path: &Path, body: impl FnOnce() -> StoreResult<T>) -> StoreResult<T> {
-    let outer = SHIELDED.with(|s| s.replace(true));
-    let result = panic::catch_unwind(AssertUnwindSafe(body));
-    SHIELDED.with(|s| s.set(outer));
-    result.unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            detail: format!("the database engine failed an internal check: {message}"),
-        })
-    })
-}
-
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn classify(path: &Path, op: &str, err: redb::Error) -> StoreError {
-    match err {
-        redb::Error::Corrupted(detail) => StoreError::Corrupt {
-            path: path.to_owned(),
-            detail,
-        },
-        // redb reports a file that is not a redb database (bad magic number) as InvalidData.
-        redb::Error::Io(source) if source.kind() == io::ErrorKind::InvalidData => {
-            StoreError::Corrupt {
-                path: path.to_owned(),
-                detail: source.to_string(),
-            }
-        }
-        redb::Error::Io(source) => StoreError::Io {
-            path: path.to_owned(),
-            source,
-        },
-        other => StoreError::Database(format!("{op} on {}: {other}", path.display())),
-    }
-}
-
-// Stored records that fail their seal or do not decode are damage, so they travel as redb's
-// own variant.
-fn decode<T: serde::de::DeserializeOwned>(
-    table: &str,
-    key: &[&[u8]],
-    stored: &[u8],
-    what: &str,
-) -> Result<T, redb::Error> {
-    let bytes = unseal(table, key, stored)
-        .map_err(|e| redb::Error::Corrupted(format!("record for {what}: {e}")))?;
-    serde_json::from_slice(bytes)
-        .map_err(|e| redb::Error::Corrupted(format!("undecodable record for {what}: {e}")))
-}
-
-fn encode<T: Serialize>(value: &T, what: &str) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Database(format!("encoding {what}: {e}")))
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 use std::fs;
-use std::io::{BufRead, Write};
+use std::io::{self, BufRead, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
