@@ -11,8 +11,8 @@ use toru_plugin_api::{HttpRequest, HttpResponse};
 use crate::api::{AdminKv, ApiError, Backend, Backup, LogPage, LogQuery, PluginView, StatusView};
 use crate::metrics::Metrics;
 use crate::plugins::Manager;
+use crate::plugins::command::Command;
 use crate::plugins::handle::{PluginHandle, State};
-use crate::plugins::supervisor::Command;
 use crate::store::{Store, StoreError};
 
 /// Most keys the admin KV endpoint lists at once.

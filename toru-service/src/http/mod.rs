@@ -20,6 +20,7 @@
 //! | POST | `/api/plugins/{id}/kv` | what the backend answers, `{"value": ..}` |
 //! | GET | `/api/plugins/{id}/bundle.js` | the plugin's script, `Cache-Control: no-store` |
 //! | any | `/api/plugins/route/{route}/{rest}` | forwarded to the plugin as `/{rest}?query` |
+//! | GET | `/api/store/backup` | a consistent copy of the store (a redb file), streamed |
 //! | GET | `/metrics` | Prometheus text |
 //!
 //! GET routes answer HEAD too. Over TCP, every `/api/*` path but
@@ -40,6 +41,8 @@ mod body;
 mod forward;
 /// The legacy admin KV body.
 mod kv;
+/// What may stand for a plugin id or route in a path.
+mod name;
 /// Query strings of `/logs` and `/events`.
 mod query;
 /// `ApiError` and values as HTTP responses: the only place errors are rendered.
@@ -55,4 +58,4 @@ mod tests;
 pub use auth::AdminToken;
 pub use server::{HttpOptions, Listener, serve};
 
-pub(crate) use routes::is_name;
+pub(crate) use name::is_name;

@@ -35,7 +35,7 @@ pub(crate) fn logs(query: Option<&str>) -> Result<LogQuery, ApiError> {
 pub(crate) fn events(query: Option<&str>) -> Result<(Option<String>, usize), ApiError> {
     let plugin = param(query, "plugin");
     if let Some(id) = &plugin
-        && !super::routes::is_name(id)
+        && !super::name::is_name(id)
     {
         return Err(ApiError::BadRequest(format!(
             "invalid \"plugin\" {id:?}: not a plugin id"

@@ -9,6 +9,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::auth::AdminToken;
+use super::name::is_name;
 use super::respond::{self, Body};
 use super::{body, forward, kv, query};
 use crate::api::{ApiError, Backend};
@@ -121,15 +122,6 @@ impl<'a> Endpoint<'a> {
             _ => None,
         }
     }
-}
-
-/// Whether `s` can be a plugin id or route segment: `[A-Za-z0-9._-]+`, not `.` or `..`.
-pub(crate) fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s != "."
-        && s != ".."
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Whether a TCP client must present the token for `path`.

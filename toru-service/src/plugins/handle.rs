@@ -8,10 +8,10 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use toru_plugin_api::PluginMetadata;
 
+use super::command::Command;
 use super::discovery::Fingerprint;
 use super::link::PluginLink;
 use super::logs::PluginLogs;
-use super::supervisor::Command;
 use crate::api::{ApiError, PluginView};
 use crate::cgroup::PluginGroup;
 

@@ -1,6 +1,8 @@
 //! The plugins torud runs: discovery, one supervisor per plugin, the
 //! connection to each, their logs, and their storage.
 
+/// What the administrator asks of a plugin.
+pub mod command;
 /// Finding plugin executables and reading their metadata.
 pub mod discovery;
 /// What torud knows of one plugin, shared with the API.
@@ -35,9 +37,10 @@ use tracing::warn;
 use crate::cgroup::Cgroups;
 use crate::config::{ResourceLimits, Settings};
 use crate::store::{Event, EventKind, PluginRecord, Store};
+use command::Command;
 use discovery::Discovered;
 use handle::PluginHandle;
-use supervisor::{Command, supervise};
+use supervisor::supervise;
 
 /// What every supervisor needs.
 #[derive(Debug)]

@@ -15,6 +15,7 @@ use toru_plugin_api::host::{HostConnection, InitParams};
 use toru_plugin_api::protocol::v2::Limits;
 use tracing::{info, warn};
 
+use super::command::Command;
 use super::handle::{PluginHandle, State};
 use super::isolation::Isolation;
 use super::leftovers;
@@ -24,19 +25,6 @@ use super::process::{PluginEnv, describe_exit, kill_group, signal_group, spawn};
 use super::{Context, StoreKv};
 use crate::cgroup::PluginGroup;
 use crate::store::EventKind;
-
-/// What the administrator (or torud's own shutdown) asks of a supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// Enable, clear `failed`, and start.
-    Enable,
-    /// Stop and stay stopped (persisted).
-    Disable,
-    /// Stop if running, start again.
-    Restart,
-    /// torud is stopping: stop the plugin and end the task.
-    Stop,
-}
 
 /// Where the supervisor goes next.
 #[derive(Debug)]
