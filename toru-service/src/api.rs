@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 use toru_plugin_api::{HttpRequest, HttpResponse};
 
+pub use crate::plugins::logs::{LogLine, LogPage, LogQuery};
+
 /// A plugin as the API shows it (`GET /api/plugins[/{id}]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PluginView {
@@ -49,43 +51,6 @@ pub struct PluginView {
     pub memory_bytes: Option<u64>,
     /// CPU time its cgroup used in this run, in µs (`cpu.stat` `usage_usec`).
     pub cpu_usec: Option<u64>,
-}
-
-/// One line a plugin wrote (`GET /api/plugins/{id}/logs`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogLine {
-    /// When torud read it (RFC 3339).
-    pub timestamp: String,
-    /// `error`, `warn`, `info`, `debug` or `trace`.
-    pub level: &'static str,
-    /// The line, or its `message` field when the plugin wrote JSON.
-    pub message: String,
-}
-
-/// A page of log lines, newest last.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogPage {
-    /// The plugin.
-    pub plugin: String,
-    /// Lines of this page, oldest first.
-    pub logs: Vec<LogLine>,
-    /// Page number; 1 is the newest lines.
-    pub page: usize,
-    /// Lines per page.
-    pub page_size: usize,
-    /// Lines kept (after the level filter).
-    pub total: usize,
-}
-
-/// What `GET /api/plugins/{id}/logs` asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogQuery {
-    /// 1 = newest lines.
-    pub page: usize,
-    /// Lines per page (1 to 1000).
-    pub page_size: usize,
-    /// Only lines at this level or more severe.
-    pub min_level: Option<&'static str>,
 }
 
 /// The legacy admin KV endpoint's operations.

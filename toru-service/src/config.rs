@@ -12,11 +12,14 @@ use std::time::Duration;
 
 /// Per-plugin resource limits.
 mod limits;
+/// The settings in force, and what a reload changes of them.
+mod live;
 /// The file as written, and its problems with their lines.
 mod raw;
 /// From what is written to [`Settings`].
 mod validate;
 pub use limits::{CPU_PERIOD_USEC, Max, ResourceLimits};
+pub use live::{LiveSettings, read_at_start};
 pub use validate::parse_listen;
 
 /// Where torud looks for its configuration by default.

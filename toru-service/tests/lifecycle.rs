@@ -126,3 +126,42 @@ fn an_unusable_state_directory_is_one_clear_error() {
     assert_ne!(code, Some(0));
     assert!(stderr.contains("a-file/state"), "{stderr}");
 }
+
+/// A reload that shortens `shutdown_timeout` governs the next shutdown: the
+/// gateway's drain and the plugins' grace both take the new value (the drain
+/// used to keep the value torud started with).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_shutdown_timeout_governs_the_next_shutdown() {
+    let setup = Setup::new();
+    let mut torud = setup.start().await;
+    // shutdown_timeout is "5s" in the setup's file; make it 1s.
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("shutdown_timeout = \"5s\"", "shutdown_timeout = \"1s\"");
+    std::fs::write(&setup.config, text).unwrap();
+    signal(torud.pid(), "HUP");
+    let deadline = std::time::Instant::now() + LONG;
+    while !torud.log_text().contains("reload applied") {
+        assert!(std::time::Instant::now() < deadline, "{}", torud.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A request that will still be in flight when the drain ends.
+    let slow = torud.probe();
+    let in_flight =
+        tokio::spawn(async move { slow.get("/api/plugins/route/hello/slow?ms=20000").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (code, stderr) = torud.stop();
+    let took = started.elapsed();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("requests still in flight after the grace period")
+            && stderr.contains("grace=1s"),
+        "{stderr}"
+    );
+    assert!(
+        took < std::time::Duration::from_millis(4500),
+        "the stop took {took:?}"
+    );
+    in_flight.abort();
+}

@@ -58,8 +58,6 @@ pub struct HttpOptions {
     pub header_read_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
-    /// How long requests in flight at shutdown may take to finish.
-    pub grace: Duration,
 }
 
 impl Default for HttpOptions {
@@ -69,7 +67,6 @@ impl Default for HttpOptions {
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
-            grace: Duration::from_secs(10),
         }
     }
 }
@@ -89,9 +86,10 @@ struct Shared<B> {
     cut: CancellationToken,
 }
 
-/// Serves the API on every listener until `shutdown` resolves; then stops
-/// accepting (new connections are refused), lets requests in flight finish
-/// for up to `options.grace`, closes what is left and returns.
+/// Serves the API on every listener until `shutdown` resolves to the grace
+/// period in force; then stops accepting (new connections are refused), lets
+/// requests in flight finish for up to that long, closes what is left and
+/// returns.
 ///
 /// Errors only when there is nothing to serve on; accept errors (such as
 /// running out of file descriptors) are logged and retried.
@@ -100,7 +98,7 @@ pub async fn serve<B: Backend>(
     backend: Arc<B>,
     token: Arc<AdminToken>,
     options: HttpOptions,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = Duration> + Send,
 ) -> io::Result<()> {
     if listeners.is_empty() {
         return Err(io::Error::new(
@@ -125,20 +123,21 @@ pub async fn serve<B: Backend>(
     let mut shutdown = pin!(shutdown);
     let mut next = 0;
 
-    loop {
+    let grace = loop {
         // The permit comes first: while every connection is taken, clients
         // wait in the kernel's backlog instead of being accepted and ignored.
         let permit = tokio::select! {
             biased;
-            () = &mut shutdown => break,
+            grace = &mut shutdown => break grace,
             permit = Arc::clone(&permits).acquire_owned() => match permit {
                 Ok(permit) => permit,
-                Err(_) => break, // only if closed, and nothing closes it
+                // Only if closed, and nothing closes it.
+                Err(_) => break Duration::ZERO,
             },
         };
         let accepted = tokio::select! {
             biased;
-            () = &mut shutdown => break,
+            grace = &mut shutdown => break grace,
             accepted = accept(&listeners, &mut next) => accepted,
         };
         match accepted {
@@ -170,23 +169,23 @@ pub async fn serve<B: Backend>(
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a connection failed; retrying shortly");
                 tokio::select! {
-                    () = &mut shutdown => break,
+                    grace = &mut shutdown => break grace,
                     () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
                 }
             }
         }
-    }
+    };
 
     // Closing the listening sockets makes new clients fail at once rather
     // than hang in a backlog nobody reads.
     drop(listeners);
     tracing::info!(connections = graceful.count(), "HTTP gateway draining");
-    if tokio::time::timeout(options.grace, graceful.shutdown())
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
-            grace = ?options.grace,
+            ?grace,
             "requests still in flight after the grace period; closing their connections"
         );
         shared.cut.cancel();

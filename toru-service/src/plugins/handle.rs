@@ -8,12 +8,14 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use toru_plugin_api::PluginMetadata;
 
+use toru_plugin_api::{HttpRequest, HttpResponse};
+
 use super::command::Command;
 use super::discovery::Fingerprint;
+use super::error::{CommandError, ForwardError};
 use super::link::PluginLink;
 use super::logs::PluginLogs;
-use crate::api::{ApiError, PluginView};
-use crate::cgroup::PluginGroup;
+use crate::cgroup::{PluginGroup, Usage};
 
 /// Where a plugin is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -226,21 +228,41 @@ impl PluginHandle {
     }
 
     /// Hands `command` to the supervisor.
-    pub async fn command(&self, command: Command) -> Result<(), ApiError> {
+    pub async fn command(&self, command: Command) -> Result<(), CommandError> {
         let Some(commands) = &self.commands else {
-            let reason = self.status().error.clone().unwrap_or_default();
-            return Err(ApiError::BadRequest(format!(
-                "plugin {} is invalid and cannot be started: {reason}",
-                self.id
-            )));
+            return Err(CommandError::Invalid {
+                plugin: self.id.clone(),
+                reason: self.status().error.clone().unwrap_or_default(),
+            });
         };
         commands
             .send(command)
             .await
-            .map_err(|_| ApiError::Unavailable {
-                message: "torud is stopping".into(),
-                retry_after: None,
-            })
+            .map_err(|_| CommandError::Stopping)
+    }
+
+    /// Forwards `request` if the plugin runs; an answer with a status that is not one is
+    /// the plugin's failure too.
+    pub async fn forward(
+        &self,
+        request: HttpRequest,
+        timeout: std::time::Duration,
+    ) -> Result<HttpResponse, ForwardError> {
+        let Some(link) = self.link() else {
+            return Err(ForwardError::NotRunning {
+                plugin: self.id.clone(),
+                state: self.state(),
+                retry_after: self.retry_after(),
+            });
+        };
+        let answer = link.forward(request, timeout).await?;
+        if http::StatusCode::from_u16(answer.status).is_err() {
+            return Err(ForwardError::InvalidAnswer(format!(
+                "with invalid status {}",
+                answer.status
+            )));
+        }
+        Ok(answer)
     }
 
     /// Why it is invalid, if it is.
@@ -249,40 +271,35 @@ impl PluginHandle {
         (status.state == State::Invalid).then(|| status.error.clone().unwrap_or_default())
     }
 
-    /// The API's view.
-    pub fn view(&self) -> PluginView {
+    /// What it is doing now, as plain data.
+    pub fn snapshot(&self) -> Snapshot {
         let group = self.group();
         let usage = group.as_ref().map(|g| g.usage()).unwrap_or_default();
         let status = self.status();
-        let metadata = self.metadata.as_ref();
-        let state = status.state;
-        PluginView {
-            id: self.id.clone(),
-            name: metadata.map_or_else(|| self.id.clone(), |m| m.name.clone()),
-            version: metadata.map(|m| m.version.clone()).unwrap_or_default(),
-            author: metadata.and_then(|m| m.author.clone()),
-            icon: metadata.map(|m| m.icon.clone()).unwrap_or_default(),
-            route: metadata.map(|m| m.route.clone()).unwrap_or_default(),
-            protocol: self.protocol,
-            path: self.path.display().to_string(),
-            enabled: state != State::Disabled,
-            running: state == State::Running,
-            health: match state {
-                State::Running => "healthy",
-                State::Disabled => "disabled",
-                _ => "unhealthy",
-            },
-            state: state.as_str(),
+        Snapshot {
+            state: status.state,
+            error: status.error.clone(),
             pid: status.pid,
             restarts: status.restarts,
-            error: match state {
-                State::Invalid | State::Failed => status.error.clone(),
-                _ => None,
-            },
-            socket_path: self.socket.display().to_string(),
             cgroup: group.map(|g| g.name().to_owned()),
-            memory_bytes: usage.memory_bytes,
-            cpu_usec: usage.cpu_usec,
+            usage,
         }
     }
+}
+
+/// One plugin's moment, for whoever shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Where it is in its life.
+    pub state: State,
+    /// Why it is invalid or failed (also set in other states, not shown there).
+    pub error: Option<String>,
+    /// Its process, while it runs.
+    pub pid: Option<u32>,
+    /// Restarts since torud started.
+    pub restarts: u32,
+    /// Its cgroup as `/proc/PID/cgroup` names it, while it runs in one.
+    pub cgroup: Option<String>,
+    /// What its cgroup uses.
+    pub usage: Usage,
 }

@@ -15,7 +15,7 @@ use toru_plugin_api::protocol::v1::{self, HttpPayload, LifecycleInitPayload};
 use toru_plugin_api::protocol::v2::ErrorCode;
 use toru_plugin_api::{HttpRequest, HttpResponse, PluginError, PluginProtocol};
 
-use crate::api::ApiError;
+use super::error::ForwardError;
 
 /// How torud reaches one running plugin.
 #[derive(Debug)]
@@ -27,30 +27,25 @@ pub enum PluginLink {
 }
 
 impl PluginLink {
-    /// Forwards one request; the answer or the error the client should see.
+    /// Forwards one request; the answer, or why there is none.
     pub async fn forward(
         &self,
         request: HttpRequest,
         timeout: Duration,
-    ) -> Result<HttpResponse, ApiError> {
+    ) -> Result<HttpResponse, ForwardError> {
         match self {
             Self::V2(connection) => connection
                 .http(request, timeout)
                 .await
                 .map_err(|e| match e {
-                    PluginError::Timeout(t) => ApiError::Timeout(t),
-                    PluginError::Remote {
+                    PluginError::Timeout(t) => ForwardError::Timeout(t),
+                    e @ PluginError::Remote {
                         code: ErrorCode::ShuttingDown,
-                        message,
-                    } => ApiError::Unavailable {
-                        message: format!("plugin is stopping: {message}"),
-                        retry_after: Some(Duration::from_secs(1)),
-                    },
-                    PluginError::TooLarge { len, .. } => ApiError::PayloadTooLarge(len),
-                    PluginError::NotConnected => {
-                        ApiError::BadGateway("the plugin closed its connection".into())
-                    }
-                    other => ApiError::BadGateway(format!("plugin failed the request: {other}")),
+                        ..
+                    } => ForwardError::Stopping(e),
+                    PluginError::TooLarge { len, .. } => ForwardError::TooLarge(len),
+                    PluginError::NotConnected => ForwardError::Closed,
+                    other => ForwardError::Exchange(other),
                 }),
             Self::V1(legacy) => legacy.forward(request, timeout).await,
         }
@@ -114,14 +109,12 @@ impl LegacyLink {
         &self,
         request: HttpRequest,
         timeout: Duration,
-    ) -> Result<HttpResponse, ApiError> {
+    ) -> Result<HttpResponse, ForwardError> {
         let body = match request.body.is_empty() {
             true => None,
-            false => Some(String::from_utf8(request.body.to_vec()).map_err(|_| {
-                ApiError::BadRequest(
-                    "this plugin speaks protocol 1, which carries text bodies only".into(),
-                )
-            })?),
+            false => {
+                Some(String::from_utf8(request.body.to_vec()).map_err(|_| ForwardError::TextOnly)?)
+            }
         };
         let payload = HttpPayload {
             method: request.method,
@@ -136,34 +129,26 @@ impl LegacyLink {
                 .turn
                 .acquire()
                 .await
-                .map_err(|_| ApiError::BadGateway("the plugin is stopping".into()))?;
+                .map_err(|_| ForwardError::Closed)?;
             let stream = UnixStream::connect(&self.socket)
                 .await
-                .map_err(|e| ApiError::BadGateway(format!("cannot connect to the plugin: {e}")))?;
+                .map_err(ForwardError::Connect)?;
             let mut protocol = PluginProtocol::new(stream);
             protocol
                 .write_message(&message)
                 .await
-                .map_err(|e| ApiError::BadGateway(format!("cannot send to the plugin: {e}")))?;
+                .map_err(ForwardError::Exchange)?;
             match protocol.read_http_response().await {
                 Ok(Some((_, response))) => Ok(response),
-                Ok(None) => Err(ApiError::BadGateway(
-                    "the plugin closed the connection without answering".into(),
+                Ok(None) => Err(ForwardError::InvalidAnswer(
+                    "nothing: it closed the connection".into(),
                 )),
-                Err(e) => Err(ApiError::BadGateway(format!(
-                    "unreadable answer from the plugin: {e}"
-                ))),
+                Err(e) => Err(ForwardError::Exchange(e)),
             }
         };
         let response = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| ApiError::Timeout(timeout))??;
-        let status = http::StatusCode::from_u16(response.status).map_err(|_| {
-            ApiError::BadGateway(format!(
-                "plugin answered with invalid status {}",
-                response.status
-            ))
-        })?;
+            .map_err(|_| ForwardError::Timeout(timeout))??;
         let mut headers = HeaderMap::new();
         for (name, value) in &response.headers {
             if let (Ok(name), Ok(value)) = (
@@ -174,7 +159,7 @@ impl LegacyLink {
             }
         }
         Ok(HttpResponse {
-            status: status.as_u16(),
+            status: response.status,
             headers,
             body: response.body.unwrap_or_default().into(),
         })

@@ -1,10 +1,9 @@
-//! One task per plugin keeps it in the state the administrator asked for:
-//! starts it, waits for it to be ready, pings it, restarts it with backoff
-//! when it dies or hangs, gives up (`failed`, persisted) when it keeps dying,
-//! and stops it gracefully: `shutdown` message, grace period, SIGTERM, SIGKILL;
-//! then kills whatever is left in its cgroup.
+//! One task per plugin keeps it in the state the administrator asked for.
+//! This is its I/O: making its cgroup, starting the process, waiting for it
+//! to serve, pinging it, stopping it gracefully (`shutdown` message, grace
+//! period, SIGTERM, SIGKILL, then whatever is left in its cgroup). Where to
+//! go next, after a command or a crash, is [`policy`](super::policy)'s.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,158 +15,149 @@ use toru_plugin_api::protocol::v2::Limits;
 use tracing::{info, warn};
 
 use super::command::Command;
+use super::context::Context;
 use super::handle::{PluginHandle, State};
 use super::isolation::Isolation;
+use super::kv::StoreKv;
 use super::leftovers;
 use super::link::{LegacyLink, PluginLink};
 use super::logs::spawn_reader;
+use super::policy::{self, AfterCrash, Effect, Phase, Restarts, Step};
 use super::process::{PluginEnv, describe_exit, kill_group, signal_group, spawn};
-use super::{Context, StoreKv};
 use crate::cgroup::PluginGroup;
 use crate::store::EventKind;
 
-/// Where the supervisor goes next.
-#[derive(Debug)]
-enum Next {
-    Run,
-    Backoff(Duration),
-    Failed(String),
-    Disabled,
-    Exit,
-}
+/// How long a process that closed its connection has to exit: its exit
+/// status says more than the closed connection.
+const EXIT_STATUS_WAIT: Duration = Duration::from_millis(500);
+/// How long a plugin has to exit after SIGTERM before SIGKILL.
+const SIGTERM_GRACE: Duration = Duration::from_secs(2);
+/// How often a starting plugin's socket is tried.
+const CONNECT_RETRY: Duration = Duration::from_millis(20);
+/// The least time `init` is given, however little of the start timeout is left.
+const MIN_INIT_TIME: Duration = Duration::from_millis(100);
 
 /// How one run of the process ended.
 enum Outcome {
-    /// Stopped on request; then go to `Next`.
-    Stopped(Next),
+    /// Stopped on request: the step to take.
+    Stopped(Step),
     /// Died, failed to start, or hung after running `uptime`.
     Crashed { uptime: Duration, reason: String },
 }
 
-/// Runs until [`Command::Stop`].
+/// Runs until [`Command::Stop`] (or until every sender of commands is gone).
 pub async fn supervise(
     handle: Arc<PluginHandle>,
     ctx: Arc<Context>,
     mut commands: mpsc::Receiver<Command>,
 ) {
     let record = ctx.record(&handle.id).await;
-    let mut next = match (&record.failed, record.enabled) {
-        (_, false) => Next::Disabled,
-        (Some(reason), true) => Next::Failed(reason.clone()),
-        (None, true) => Next::Run,
-    };
-    let mut failures: VecDeque<Instant> = VecDeque::new();
-    let mut backoff_level = 0u32;
+    let mut phase = policy::first(record.enabled, record.failed);
+    let mut restarts = Restarts::default();
     loop {
-        next = match next {
-            Next::Exit => return,
-            Next::Disabled => {
+        let step = match &phase {
+            Phase::Exit => return,
+            Phase::Disabled => {
                 handle.set_state(State::Disabled, None);
                 handle.settle();
-                match commands.recv().await {
-                    Some(Command::Enable | Command::Restart) => {
-                        failures.clear();
-                        backoff_level = 0;
-                        ctx.persist(&handle.id, true, None, EventKind::Enabled, "enabled")
-                            .await;
-                        Next::Run
-                    }
-                    Some(Command::Disable) => Next::Disabled,
-                    Some(Command::Stop) | None => Next::Exit,
-                }
+                policy::while_down(&phase, commands.recv().await)
             }
-            Next::Failed(reason) => {
+            Phase::Failed(reason) => {
                 handle.set_state(State::Failed, Some(reason.clone()));
                 handle.settle();
-                match commands.recv().await {
-                    Some(Command::Enable | Command::Restart) => {
-                        failures.clear();
-                        backoff_level = 0;
-                        ctx.persist(
-                            &handle.id,
-                            true,
-                            None,
-                            EventKind::Enabled,
-                            "enabled; failed state cleared",
-                        )
-                        .await;
-                        Next::Run
-                    }
-                    Some(Command::Disable) => {
-                        ctx.persist(&handle.id, false, None, EventKind::Disabled, "disabled")
-                            .await;
-                        Next::Disabled
-                    }
-                    Some(Command::Stop) | None => Next::Exit,
-                }
+                policy::while_down(&phase, commands.recv().await)
             }
-            Next::Backoff(delay) => {
-                handle.set_backoff(Instant::now() + delay);
+            Phase::Backoff(delay) => {
+                handle.set_backoff(Instant::now() + *delay);
                 handle.settle();
                 tokio::select! {
-                    () = tokio::time::sleep(delay) => Next::Run,
-                    command = commands.recv() => match command {
-                        Some(Command::Enable | Command::Restart) => Next::Run,
-                        Some(Command::Disable) => {
-                            ctx.persist(&handle.id, false, None, EventKind::Disabled, "disabled").await;
-                            Next::Disabled
-                        }
-                        Some(Command::Stop) | None => Next::Exit,
-                    },
+                    () = tokio::time::sleep(*delay) => Step { next: Phase::Run, effect: Effect::None },
+                    command = commands.recv() => policy::while_down(&phase, command),
                 }
             }
-            Next::Run => match run_once(&handle, &ctx, &mut commands).await {
-                Outcome::Stopped(next) => next,
+            Phase::Run => match run_once(&handle, &ctx, &mut commands).await {
+                Outcome::Stopped(step) => step,
                 Outcome::Crashed { uptime, reason } => {
-                    let settings = ctx.settings();
-                    let policy = &settings.restart;
-                    let now = Instant::now();
-                    if uptime >= policy.stable_after {
-                        failures.clear();
-                        backoff_level = 0;
-                    }
-                    failures.push_back(now);
-                    while failures
-                        .front()
-                        .is_some_and(|t| now.duration_since(*t) > policy.failure_window)
-                    {
-                        failures.pop_front();
-                    }
-                    if failures.len() >= policy.max_failures as usize {
-                        let reason = format!(
-                            "{} failures within {}: last: {reason}",
-                            failures.len(),
-                            humantime::format_duration(policy.failure_window)
-                        );
-                        warn!(plugin = %handle.id, %reason, "plugin failed; not restarting until enabled again");
-                        ctx.persist(
-                            &handle.id,
-                            true,
-                            Some(reason.clone()),
-                            EventKind::Failed,
-                            &reason,
-                        )
-                        .await;
-                        Next::Failed(reason)
-                    } else {
-                        let delay = policy
-                            .backoff_initial
-                            .saturating_mul(1 << backoff_level.min(20))
-                            .min(policy.backoff_max);
-                        backoff_level += 1;
-                        handle.count_restart();
-                        info!(plugin = %handle.id, %reason, ?delay, "plugin will be restarted");
-                        ctx.event(
-                            &handle.id,
-                            EventKind::Restarted,
-                            format!("restart in {delay:?} after: {reason}"),
-                        )
-                        .await;
-                        Next::Backoff(delay)
-                    }
+                    after_crash(&handle, &ctx, &mut restarts, uptime, reason).await
                 }
             },
         };
+        record_effect(&handle, &ctx, &mut restarts, step.effect).await;
+        phase = step.next;
+    }
+}
+
+/// Asks the policy what follows a crash, and says so.
+async fn after_crash(
+    handle: &PluginHandle,
+    ctx: &Context,
+    restarts: &mut Restarts,
+    uptime: Duration,
+    reason: String,
+) -> Step {
+    let policy = ctx.settings().restart.clone();
+    let now = tokio::time::Instant::now();
+    match restarts.crashed(&policy, now, uptime, &reason) {
+        AfterCrash::GiveUp(reason) => {
+            warn!(plugin = %handle.id, %reason, "plugin failed; not restarting until enabled again");
+            ctx.persist(
+                &handle.id,
+                true,
+                Some(reason.clone()),
+                EventKind::Failed,
+                &reason,
+            )
+            .await;
+            Step {
+                next: Phase::Failed(reason),
+                effect: Effect::None,
+            }
+        }
+        AfterCrash::Restart(delay) => {
+            handle.count_restart();
+            info!(plugin = %handle.id, %reason, ?delay, "plugin will be restarted");
+            ctx.event(
+                &handle.id,
+                EventKind::Restarted,
+                format!("restart in {delay:?} after: {reason}"),
+            )
+            .await;
+            Step {
+                next: Phase::Backoff(delay),
+                effect: Effect::None,
+            }
+        }
+    }
+}
+
+/// Persists and records what a step did.
+async fn record_effect(
+    handle: &PluginHandle,
+    ctx: &Context,
+    restarts: &mut Restarts,
+    effect: Effect,
+) {
+    match effect {
+        Effect::None => {}
+        Effect::Enabled { cleared } => {
+            restarts.forget();
+            let detail = if cleared {
+                "enabled; failed state cleared"
+            } else {
+                "enabled"
+            };
+            ctx.persist(&handle.id, true, None, EventKind::Enabled, detail)
+                .await;
+        }
+        Effect::Disabled => {
+            ctx.persist(&handle.id, false, None, EventKind::Disabled, "disabled")
+                .await;
+        }
+        Effect::Restarted => {
+            handle.count_restart();
+            ctx.event(&handle.id, EventKind::Restarted, "restarted by request")
+                .await;
+        }
     }
 }
 
@@ -272,15 +262,20 @@ async fn run_process(
     }
     let started = Instant::now();
 
-    let link = tokio::select! {
-        link = connect(handle, ctx) => link,
-        status = child.wait() => Err(match status {
-            Ok(status) => format!("{} while starting", describe_exit(&status)),
-            Err(e) => format!("lost track of the process while starting: {e}"),
-        }),
-        command = commands.recv() => {
-            stop_process(handle, &mut child, None, Duration::ZERO).await;
-            return Outcome::Stopped(after_stop(handle, ctx, command).await);
+    let connecting = connect(handle, ctx);
+    tokio::pin!(connecting);
+    let link = loop {
+        tokio::select! {
+            link = &mut connecting => break link,
+            status = child.wait() => break Err(match status {
+                Ok(status) => format!("{} while starting", describe_exit(&status)),
+                Err(e) => format!("lost track of the process while starting: {e}"),
+            }),
+            command = commands.recv() => {
+                let Some(step) = policy::while_running(command) else { continue };
+                stop_process(handle, &mut child, None, Duration::ZERO).await;
+                return stopped(handle, step);
+            }
         }
     };
     let link = match link {
@@ -331,7 +326,7 @@ async fn run_process(
                 // A dying process closes its connection first: give its exit
                 // status a moment to arrive, it says more.
                 handle.set_link(None);
-                let reason = match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
+                let reason = match tokio::time::timeout(EXIT_STATUS_WAIT, child.wait()).await {
                     Ok(Ok(status)) => describe_exit(&status),
                     _ => "closed its connection".to_owned(),
                 };
@@ -351,11 +346,9 @@ async fn run_process(
                 }
             }
             command = commands.recv() => {
-                if command == Some(Command::Enable) {
-                    continue;
-                }
+                let Some(step) = policy::while_running(command) else { continue };
                 stop_process(handle, &mut child, Some(&link), ctx.settings().shutdown_timeout).await;
-                return Outcome::Stopped(after_stop(handle, ctx, command).await);
+                return stopped(handle, step);
             }
         }
     }
@@ -365,26 +358,12 @@ fn crashed(uptime: Duration, reason: String) -> Outcome {
     Outcome::Crashed { uptime, reason }
 }
 
-/// Persists and records a stop asked for by `command`.
-async fn after_stop(handle: &PluginHandle, ctx: &Context, command: Option<Command>) -> Next {
-    match command {
-        Some(Command::Disable) => {
-            ctx.persist(&handle.id, false, None, EventKind::Disabled, "disabled")
-                .await;
-            Next::Disabled
-        }
-        Some(Command::Restart) => {
-            handle.count_restart();
-            ctx.event(&handle.id, EventKind::Restarted, "restarted by request")
-                .await;
-            Next::Run
-        }
-        Some(Command::Enable) => Next::Run,
-        Some(Command::Stop) | None => {
-            handle.set_state(State::Stopped, None);
-            Next::Exit
-        }
+/// The process stopped on request; a stop for good leaves it `stopped`.
+fn stopped(handle: &PluginHandle, step: Step) -> Outcome {
+    if step.next == Phase::Exit {
+        handle.set_state(State::Stopped, None);
     }
+    Outcome::Stopped(step)
 }
 
 /// Resolves when a protocol-2 connection closes; never for protocol 1.
@@ -402,15 +381,13 @@ async fn connect(handle: &PluginHandle, ctx: &Context) -> Result<PluginLink, Str
     let stream = loop {
         match tokio::net::UnixStream::connect(&handle.socket).await {
             Ok(stream) => break stream,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(CONNECT_RETRY).await,
             Err(e) => return Err(format!("its socket did not accept within {timeout:?}: {e}")),
         }
     };
     let left = deadline
         .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(100));
+        .max(MIN_INIT_TIME);
     if handle.protocol >= 2 {
         let init = InitParams {
             instance_id: ctx.instance_id.clone(),
@@ -461,7 +438,7 @@ async fn stop_process(
         warn!(plugin = %handle.id, ?grace, "plugin did not exit in time; sending SIGTERM");
     }
     signal_group(pid, Signal::SIGTERM);
-    if tokio::time::timeout(Duration::from_secs(2), child.wait())
+    if tokio::time::timeout(SIGTERM_GRACE, child.wait())
         .await
         .is_err()
     {

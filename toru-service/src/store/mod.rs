@@ -65,6 +65,8 @@ use seal::{seal, unseal};
 mod copy;
 /// Errors, each said for a sysadmin.
 mod error;
+/// The store for async code: every call on the blocking pool.
+mod handle;
 /// Lock, instance file, verification, schema.
 mod open;
 /// Plugin records and events, and their encoding.
@@ -76,6 +78,7 @@ mod shield;
 pub use copy::{Counts, Fresh, Restored, inspect, restore, start_afresh};
 pub use error::{StoreError, StoreResult};
 use error::{classify, io_error};
+pub use handle::Handle;
 pub use records::{Event, EventKind, PluginRecord, StoredEvent};
 use records::{decode, encode};
 use shield::{install_panic_hook, shielded};

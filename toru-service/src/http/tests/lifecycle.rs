@@ -37,11 +37,7 @@ async fn requests_in_flight_finish_after_shutdown() {
 
 #[tokio::test]
 async fn shutdown_cuts_what_outlives_the_grace_period() {
-    let mut server = TestServer::start(HttpOptions {
-        grace: Duration::from_millis(100),
-        ..options()
-    })
-    .await;
+    let mut server = TestServer::start_with_grace(options(), Duration::from_millis(100)).await;
     let request = server.request(Method::GET, "/api/plugins/route/slow/x", "");
     let in_flight = tokio::spawn(send_raw_result(request));
     tokio::time::sleep(Duration::from_millis(100)).await;

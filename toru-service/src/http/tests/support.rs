@@ -30,7 +30,6 @@ pub(super) fn options() -> HttpOptions {
         max_header_bytes: 16 * 1024,
         header_read_timeout: Duration::from_secs(5),
         max_connections: 64,
-        grace: Duration::from_secs(5),
     }
 }
 
@@ -46,6 +45,11 @@ pub(super) struct TestServer {
 
 impl TestServer {
     pub(super) async fn start(options: HttpOptions) -> Self {
+        Self::start_with_grace(options, Duration::from_secs(5)).await
+    }
+
+    /// [`TestServer::start`], draining for `grace` at shutdown.
+    pub(super) async fn start_with_grace(options: HttpOptions, grace: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("toru.sock");
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -60,6 +64,7 @@ impl TestServer {
             options,
             async move {
                 let _ = stopped.await;
+                grace
             },
         ));
         Self {

@@ -9,15 +9,51 @@ mod reader;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tracing::Level;
-
-use crate::api::{LogLine, LogPage, LogQuery};
 pub use reader::{CUT_MARK, MAX_LINE, RATE, spawn_reader};
+use serde::Serialize;
+use tracing::Level;
 
 /// Lines kept per plugin for `GET /api/plugins/{id}/logs`...
 pub const RING_LINES: usize = 1000;
 /// ...and at most this many bytes of them (long lines count for more).
 pub const RING_BYTES: usize = 2 * 1024 * 1024;
+
+/// One line a plugin wrote .
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    /// When torud read it (RFC 3339).
+    pub timestamp: String,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: &'static str,
+    /// The line, or its `message` field when the plugin wrote JSON.
+    pub message: String,
+}
+
+/// A page of log lines, newest last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogPage {
+    /// The plugin.
+    pub plugin: String,
+    /// Lines of this page, oldest first.
+    pub logs: Vec<LogLine>,
+    /// Page number; 1 is the newest lines.
+    pub page: usize,
+    /// Lines per page.
+    pub page_size: usize,
+    /// Lines kept (after the level filter).
+    pub total: usize,
+}
+
+/// Which lines of the ring are wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogQuery {
+    /// 1 = newest lines.
+    pub page: usize,
+    /// Lines per page (1 to 1000).
+    pub page_size: usize,
+    /// Only lines at this level or more severe.
+    pub min_level: Option<&'static str>,
+}
 
 /// The recent lines of one plugin.
 #[derive(Debug)]

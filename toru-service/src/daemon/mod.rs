@@ -1,5 +1,12 @@
 //! The running daemon as the HTTP gateway sees it: [`Backend`] over the
-//! plugin manager, the store and the metrics.
+//! plugin manager, the store and the metrics. This is the one adapter from
+//! torud's domain to its API: domain errors become [`ApiError`]s in
+//! `errors`, domain state becomes views in `views`.
+
+/// Domain errors to API errors, and the log line of each failed forward.
+mod errors;
+/// Plugin views.
+mod views;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,10 +17,8 @@ use toru_plugin_api::{HttpRequest, HttpResponse};
 
 use crate::api::{AdminKv, ApiError, Backend, Backup, LogPage, LogQuery, PluginView, StatusView};
 use crate::metrics::Metrics;
-use crate::plugins::Manager;
-use crate::plugins::command::Command;
-use crate::plugins::handle::{PluginHandle, State};
-use crate::store::{Store, StoreError};
+use crate::plugins::{Command, Manager, PluginHandle};
+use crate::store::{self, StoreResult};
 
 /// Most keys the admin KV endpoint lists at once.
 const ADMIN_LIST_LIMIT: usize = 10_000;
@@ -24,7 +29,7 @@ pub struct Daemon {
     /// The plugins.
     pub manager: Arc<Manager>,
     /// The database.
-    pub store: Arc<Store>,
+    pub store: store::Handle,
     /// The metrics.
     pub metrics: Metrics,
     /// What torud serves on, for `/api/status`.
@@ -34,7 +39,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Puts the parts together.
-    pub fn new(manager: Arc<Manager>, store: Arc<Store>, listeners: Vec<String>) -> Self {
+    pub fn new(manager: Arc<Manager>, store: store::Handle, listeners: Vec<String>) -> Self {
         Self {
             manager,
             store,
@@ -54,38 +59,30 @@ impl Daemon {
         self.manager.context().settings().request_timeout
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || work(&store))
+    async fn command(&self, id: &str, command: Command) -> Result<(), ApiError> {
+        self.find(id)?
+            .command(command)
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(format!("storage: {e}")))
+            .map_err(|e| errors::command(&e))
+    }
+
+    /// Forwards `request` to `plugin`, saying what failed.
+    async fn forward_to(
+        &self,
+        plugin: &PluginHandle,
+        request: HttpRequest,
+    ) -> Result<HttpResponse, ApiError> {
+        let path = request.path.clone();
+        plugin
+            .forward(request, self.request_timeout())
+            .await
+            .map_err(|e| errors::forward(&plugin.id, &path, &e))
     }
 }
 
-/// Forwards to `plugin` if it runs, or says why it cannot.
-async fn forward_to(
-    plugin: &PluginHandle,
-    request: HttpRequest,
-    timeout: Duration,
-) -> Result<HttpResponse, ApiError> {
-    match plugin.link() {
-        Some(link) => link.forward(request, timeout).await,
-        None => Err(match plugin.state() {
-            State::Disabled | State::Invalid => ApiError::NotFound(format!(
-                "plugin {} is {}",
-                plugin.id,
-                plugin.state().as_str()
-            )),
-            state => ApiError::Unavailable {
-                message: format!("plugin {} is not running ({})", plugin.id, state.as_str()),
-                retry_after: plugin.retry_after(),
-            },
-        }),
-    }
+/// A store result as the API answers it.
+fn stored<T>(result: StoreResult<T>) -> Result<T, ApiError> {
+    result.map_err(|e| errors::store(&e))
 }
 
 impl Backend for Daemon {
@@ -110,23 +107,27 @@ impl Backend for Daemon {
     }
 
     fn plugins(&self) -> Vec<PluginView> {
-        self.manager.list().iter().map(|p| p.view()).collect()
+        self.manager
+            .list()
+            .iter()
+            .map(|p| views::plugin(p))
+            .collect()
     }
 
     fn plugin(&self, id: &str) -> Result<PluginView, ApiError> {
-        self.find(id).map(|p| p.view())
+        self.find(id).map(|p| views::plugin(&p))
     }
 
     async fn enable(&self, id: &str) -> Result<(), ApiError> {
-        self.find(id)?.command(Command::Enable).await
+        self.command(id, Command::Enable).await
     }
 
     async fn disable(&self, id: &str) -> Result<(), ApiError> {
-        self.find(id)?.command(Command::Disable).await
+        self.command(id, Command::Disable).await
     }
 
     async fn restart(&self, id: &str) -> Result<(), ApiError> {
-        self.find(id)?.command(Command::Restart).await
+        self.command(id, Command::Restart).await
     }
 
     fn logs(&self, id: &str, query: &LogQuery) -> Result<LogPage, ApiError> {
@@ -138,10 +139,7 @@ impl Backend for Daemon {
         plugin: Option<&str>,
         limit: usize,
     ) -> Result<Vec<serde_json::Value>, ApiError> {
-        let plugin = plugin.map(str::to_owned);
-        let events = self
-            .blocking(move |s| s.events(plugin.as_deref(), limit))
-            .await?;
+        let events = stored(self.store.events(plugin, limit).await)?;
         events
             .iter()
             .map(|e| serde_json::to_value(e).map_err(|e| ApiError::Internal(e.to_string())))
@@ -162,7 +160,7 @@ impl Backend for Daemon {
         match op {
             AdminKv::Get(key) => {
                 check(&key)?;
-                let value = self.blocking(move |s| s.kv_get(&id, &key)).await?;
+                let value = stored(self.store.kv_get(&id, &key).await)?;
                 Ok(value_json(value))
             }
             AdminKv::Set(key, value) => {
@@ -174,20 +172,24 @@ impl Backend for Daemon {
                         limits.max_value_len
                     )));
                 }
-                let stored = value.clone();
-                self.blocking(move |s| s.kv_set(&id, &key, stored.as_bytes()))
-                    .await?;
+                stored(
+                    self.store
+                        .kv_set(&id, &key, value.clone().into_bytes())
+                        .await,
+                )?;
                 Ok(serde_json::json!({ "value": value }))
             }
             AdminKv::Delete(key) => {
                 check(&key)?;
-                let existed = self.blocking(move |s| s.kv_delete(&id, &key)).await?;
+                let existed = stored(self.store.kv_delete(&id, &key).await)?;
                 Ok(serde_json::json!({ "value": null, "existed": existed }))
             }
             AdminKv::List(prefix) => {
-                let (keys, more) = self
-                    .blocking(move |s| s.kv_list(&id, &prefix, None, ADMIN_LIST_LIMIT))
-                    .await?;
+                let (keys, more) = stored(
+                    self.store
+                        .kv_list(&id, &prefix, None, ADMIN_LIST_LIMIT)
+                        .await,
+                )?;
                 Ok(serde_json::json!({ "keys": keys, "truncated": more.is_some() }))
             }
         }
@@ -198,40 +200,25 @@ impl Backend for Daemon {
             .manager
             .by_route(&format!("/{route}"))
             .ok_or_else(|| ApiError::NotFound(format!("no plugin serves the route /{route}")))?;
-        forward_to(&plugin, request, self.request_timeout()).await
+        self.forward_to(&plugin, request).await
     }
 
     async fn backup(&self) -> Result<Backup, ApiError> {
-        // Beside the store: the same file system, which torud may write; an unnamed file
-        // (O_TMPFILE) leaves nothing behind whatever happens.
+        // Beside the store: the same file system, which torud may write.
         let dir = self.manager.context().settings().state_dir.clone();
-        self.blocking(move |store| {
-            use std::io::Seek;
-            let mut file = tempfile::tempfile_in(&dir).map_err(|source| StoreError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            let counts = store.backup(&file)?;
-            file.rewind()
-                .map_err(|source| StoreError::Io { path: dir, source })?;
-            tracing::info!(
-                keys = counts.keys,
-                events = counts.events,
-                "store backup taken"
-            );
-            Ok(Backup { file, counts })
-        })
-        .await
+        let (file, counts) = stored(self.store.backup(&dir).await)?;
+        tracing::info!(
+            keys = counts.keys,
+            events = counts.events,
+            "store backup taken"
+        );
+        Ok(Backup { file, counts })
     }
 
     async fn bundle(&self, id: &str) -> Result<HttpResponse, ApiError> {
         let plugin = self.find(id)?;
-        forward_to(
-            &plugin,
-            HttpRequest::new("GET", "/bundle.js"),
-            self.request_timeout(),
-        )
-        .await
+        self.forward_to(&plugin, HttpRequest::new("GET", "/bundle.js"))
+            .await
     }
 
     fn metrics(&self) -> String {

@@ -1,0 +1,99 @@
+//! What every supervisor needs: the settings in force, the store, the
+//! instance id and torud's cgroup.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::cgroup::Cgroups;
+use crate::config::{ResourceLimits, Settings};
+use crate::store::{self, Event, EventKind, PluginRecord};
+
+/// Shared by the manager and every supervisor.
+#[derive(Debug)]
+pub struct Context {
+    /// The settings in force (see [`crate::config::LiveSettings`]).
+    settings: watch::Receiver<Arc<Settings>>,
+    /// The database.
+    pub store: store::Handle,
+    /// Given to every plugin.
+    pub instance_id: String,
+    /// torud's cgroup, when it has a writable one; else plugins run in
+    /// process groups only.
+    pub cgroups: Option<Arc<Cgroups>>,
+}
+
+impl Context {
+    /// A context reading the settings from `settings`.
+    pub fn new(
+        settings: watch::Receiver<Arc<Settings>>,
+        store: store::Handle,
+        cgroups: Option<Arc<Cgroups>>,
+    ) -> Self {
+        Self {
+            settings,
+            instance_id: store.instance_id().to_string(),
+            store,
+            cgroups,
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.borrow().clone()
+    }
+
+    /// The persisted record of `plugin` (enabled, not failed, when none or unreadable).
+    pub async fn record(&self, plugin: &str) -> PluginRecord {
+        match self.store.plugin_record(plugin).await {
+            Ok(record) => record.unwrap_or_default(),
+            Err(e) => {
+                warn!(plugin, error = %e, "cannot read the plugin's state; assuming enabled");
+                PluginRecord::default()
+            }
+        }
+    }
+
+    /// Persists the administrator's choice (and `failed`), and records why.
+    pub async fn persist(
+        &self,
+        plugin: &str,
+        enabled: bool,
+        failed: Option<String>,
+        kind: EventKind,
+        detail: &str,
+    ) {
+        let record = PluginRecord { enabled, failed };
+        let event = Event::new(Some(plugin), kind, detail);
+        if let Err(e) = self.store.set_plugin_record(plugin, record, event).await {
+            warn!(plugin, error = %e, "cannot persist the plugin's state");
+        }
+    }
+
+    /// Records an event about `plugin`.
+    pub async fn event(&self, plugin: &str, kind: EventKind, detail: impl Into<String>) {
+        let event = Event::new(Some(plugin), kind, detail);
+        if let Err(e) = self.store.record_event(event).await {
+            warn!(plugin, error = %e, "cannot record event");
+        }
+    }
+
+    /// The plugin's limits from `[plugins.<id>]`.
+    pub fn limits(&self, plugin: &str) -> ResourceLimits {
+        self.settings()
+            .plugins
+            .get(plugin)
+            .map(|p| p.limits)
+            .unwrap_or_default()
+    }
+
+    /// The plugin's settings from `[plugins.<id>.config]`.
+    pub fn plugin_config(&self, plugin: &str) -> serde_json::Map<String, serde_json::Value> {
+        self.settings()
+            .plugins
+            .get(plugin)
+            .map(|p| p.config.clone())
+            .unwrap_or_default()
+    }
+}

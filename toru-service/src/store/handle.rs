@@ -1,0 +1,155 @@
+//! The store as async code uses it: every call runs on tokio's blocking
+//! pool, never on a runtime thread (each one waits on the disk, and a write
+//! on an fsync). This is the only place in torud that hands redb work to
+//! `spawn_blocking`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::{Counts, Event, PluginRecord, Store, StoreError, StoreResult, StoredEvent};
+
+/// A shared, cheap-to-clone handle on the open store.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    store: Arc<Store>,
+}
+
+impl Handle {
+    /// The handle of `store`.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store: Arc::new(store),
+        }
+    }
+
+    /// Opens the store of `state_dir` (see [`Store::open_verifying`]) on the blocking pool.
+    pub async fn open(state_dir: &Path, verify: crate::config::VerifyOnStart) -> StoreResult<Self> {
+        let dir = state_dir.to_owned();
+        blocking(move || Store::open_verifying(&dir, verify))
+            .await
+            .map(Self::new)
+    }
+
+    /// This installation's identity (no I/O).
+    pub fn instance_id(&self) -> Uuid {
+        self.store.instance_id()
+    }
+
+    /// The database file (no I/O).
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// The value of `plugin`'s `key`.
+    pub async fn kv_get(&self, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let (plugin, key) = (plugin.to_owned(), key.to_owned());
+        self.run(move |s| s.kv_get(&plugin, &key)).await
+    }
+
+    /// Stores `value` under `plugin`'s `key`; durable when this returns.
+    pub async fn kv_set(&self, plugin: &str, key: &str, value: Vec<u8>) -> StoreResult<()> {
+        let (plugin, key) = (plugin.to_owned(), key.to_owned());
+        self.run(move |s| s.kv_set(&plugin, &key, &value)).await
+    }
+
+    /// Removes `plugin`'s `key`; whether it existed.
+    pub async fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<bool> {
+        let (plugin, key) = (plugin.to_owned(), key.to_owned());
+        self.run(move |s| s.kv_delete(&plugin, &key)).await
+    }
+
+    /// One page of `plugin`'s keys with `prefix` (see [`Store::kv_list`]).
+    pub async fn kv_list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<(Vec<String>, Option<String>)> {
+        let (plugin, prefix) = (plugin.to_owned(), prefix.to_owned());
+        let after = after.map(str::to_owned);
+        self.run(move |s| s.kv_list(&plugin, &prefix, after.as_deref(), limit))
+            .await
+    }
+
+    /// The persisted record of `plugin`, if any.
+    pub async fn plugin_record(&self, plugin: &str) -> StoreResult<Option<PluginRecord>> {
+        let plugin = plugin.to_owned();
+        self.run(move |s| s.plugin_record(&plugin)).await
+    }
+
+    /// Saves `record` for `plugin` and appends `event`, each durable.
+    pub async fn set_plugin_record(
+        &self,
+        plugin: &str,
+        record: PluginRecord,
+        event: Event,
+    ) -> StoreResult<()> {
+        let plugin = plugin.to_owned();
+        self.run(move |s| {
+            s.set_plugin_record(&plugin, &record)?;
+            s.record_event(&event).map(drop)
+        })
+        .await
+    }
+
+    /// Every saved plugin record.
+    pub async fn plugin_records(&self) -> StoreResult<BTreeMap<String, PluginRecord>> {
+        self.run(|s| s.plugin_records()).await
+    }
+
+    /// Appends `event`; its sequence number.
+    pub async fn record_event(&self, event: Event) -> StoreResult<u64> {
+        self.run(move |s| s.record_event(&event)).await
+    }
+
+    /// The newest `limit` events (of `plugin` only, if given), oldest first.
+    pub async fn events(
+        &self,
+        plugin: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let plugin = plugin.map(str::to_owned);
+        self.run(move |s| s.events(plugin.as_deref(), limit)).await
+    }
+
+    /// A backup of the whole store in an unnamed file in `dir` (on the store's file system),
+    /// read from its start.
+    pub async fn backup(&self, dir: &Path) -> StoreResult<(File, Counts)> {
+        let dir: PathBuf = dir.to_owned();
+        self.run(move |s| {
+            use std::io::Seek;
+            let io = |source| StoreError::Io {
+                path: dir.clone(),
+                source,
+            };
+            let mut file = tempfile::tempfile_in(&dir).map_err(io)?;
+            let counts = s.backup(&file)?;
+            file.rewind().map_err(io)?;
+            Ok((file, counts))
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let store = self.store.clone();
+        blocking(move || work(&store)).await
+    }
+}
+
+/// Runs `work` on the blocking pool; a panic that escaped the store's own shield (none
+/// should) is reported as a database error, not propagated.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Database(format!("a store task failed: {e}"))))
+}
