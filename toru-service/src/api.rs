@@ -8,54 +8,54 @@ use std::time::Duration;
 use serde::Serialize;
 use toru_plugin_api::{HttpRequest, HttpResponse};
 
-pub use crate::plugins::logs::{LogLine, LogPage, LogQuery};
+pub(crate) use crate::plugins::logs::{LogPage, LogQuery};
 
 /// A plugin as the API shows it (`GET /api/plugins[/{id}]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PluginView {
+pub(crate) struct PluginView {
     /// Metadata id (for an unreadable plugin: its file name).
-    pub id: String,
+    pub(crate) id: String,
     /// Display name.
-    pub name: String,
+    pub(crate) name: String,
     /// The plugin's version.
-    pub version: String,
+    pub(crate) version: String,
     /// Who wrote it.
-    pub author: Option<String>,
+    pub(crate) author: Option<String>,
     /// Icon.
-    pub icon: String,
+    pub(crate) icon: String,
     /// `/route`, served under `/api/plugins/route/route/`.
-    pub route: String,
+    pub(crate) route: String,
     /// Protocol version spoken (1 or 2).
-    pub protocol: u32,
+    pub(crate) protocol: u32,
     /// The executable.
-    pub path: String,
+    pub(crate) path: String,
     /// The administrator's choice, persisted.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// The process is up and serving.
-    pub running: bool,
+    pub(crate) running: bool,
     /// `healthy`, `unhealthy` or `disabled`.
-    pub health: &'static str,
+    pub(crate) health: &'static str,
     /// `starting`, `running`, `backoff`, `failed`, `stopped`, `disabled`, `invalid`.
-    pub state: &'static str,
+    pub(crate) state: &'static str,
     /// The plugin's process id while it runs.
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// Restarts since torud started.
-    pub restarts: u32,
+    pub(crate) restarts: u32,
     /// Why the plugin is invalid or failed; `null` otherwise.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Where the plugin listens.
-    pub socket_path: String,
+    pub(crate) socket_path: String,
     /// The plugin's cgroup as `/proc/PID/cgroup` names it, while it runs in one.
-    pub cgroup: Option<String>,
+    pub(crate) cgroup: Option<String>,
     /// Memory its cgroup uses (`memory.current`), where the kernel says.
-    pub memory_bytes: Option<u64>,
+    pub(crate) memory_bytes: Option<u64>,
     /// CPU time its cgroup used in this run, in µs (`cpu.stat` `usage_usec`).
-    pub cpu_usec: Option<u64>,
+    pub(crate) cpu_usec: Option<u64>,
 }
 
 /// The legacy admin KV endpoint's operations.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminKv {
+pub(crate) enum AdminKv {
     /// `{"action":"get","key":K}`.
     Get(String),
     /// `{"action":"set","key":K,"value":V}`.
@@ -68,31 +68,31 @@ pub enum AdminKv {
 
 /// A backup of the store, in an unnamed file read from its start.
 #[derive(Debug)]
-pub struct Backup {
+pub(crate) struct Backup {
     /// The backup, a redb database.
-    pub file: std::fs::File,
+    pub(crate) file: std::fs::File,
     /// What it holds.
-    pub counts: crate::store::Counts,
+    pub(crate) counts: crate::store::Counts,
 }
 
 /// Summary for `GET /api/status`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StatusView {
+pub(crate) struct StatusView {
     /// The instance id.
-    pub instance_id: String,
+    pub(crate) instance_id: String,
     /// torud's version.
-    pub version: String,
+    pub(crate) version: String,
     /// Seconds since torud started.
-    pub uptime_seconds: u64,
+    pub(crate) uptime_seconds: u64,
     /// What torud serves on.
-    pub listeners: Vec<String>,
+    pub(crate) listeners: Vec<String>,
     /// Plugins by state.
-    pub plugins: std::collections::BTreeMap<String, usize>,
+    pub(crate) plugins: std::collections::BTreeMap<String, usize>,
 }
 
 /// Everything that can go wrong answering an API request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// Malformed request (400).
     #[error("{0}")]
     BadRequest(String),
@@ -129,7 +129,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The HTTP status for this error: the only mapping in torud.
-    pub fn status(&self) -> http::StatusCode {
+    pub(crate) fn status(&self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
             Self::BadRequest(_) => S::BAD_REQUEST,
@@ -147,7 +147,7 @@ impl ApiError {
 
 /// What the gateway needs from the rest of torud. Implemented by the plugin
 /// manager; tests of the gateway may implement it with fixed answers.
-pub trait Backend: Send + Sync + 'static {
+pub(crate) trait Backend: Send + Sync + 'static {
     /// The instance id.
     fn instance_id(&self) -> String;
     /// `GET /api/status`.

@@ -35,15 +35,15 @@
 #![deny(unsafe_code)]
 
 /// The gateway's view of torud, and the error → status mapping.
-pub mod api;
+pub(crate) mod api;
 /// The delegated cgroup v2 subtree: plugin groups, limits, kill, usage.
-pub mod cgroup;
+pub(crate) mod cgroup;
 /// `toructl`.
 pub mod cli;
 /// `toru.toml`.
 pub mod config;
 /// `Backend` over the running parts: the one adapter from the domain to the API.
-pub mod daemon;
+pub(crate) mod daemon;
 /// The HTTP server.
 pub mod http;
 /// Binding listeners from the configuration.
@@ -51,9 +51,9 @@ pub mod listen;
 /// Logging: native journal entries when stderr is the journal, else stderr lines.
 pub mod logging;
 /// `/metrics`.
-pub mod metrics;
+pub(crate) mod metrics;
 /// Plugins: discovery, supervision, connections, logs.
-pub mod plugins;
+pub(crate) mod plugins;
 /// Saying an error with its causes.
 pub mod report;
 /// torud's life: start, serve, reload, stop.
@@ -70,7 +70,7 @@ pub mod torud_args;
 use std::time::Duration;
 
 pub use config::Settings;
-pub use service::{run, status_line};
+pub use service::run;
 
 /// Why torud could not run.
 #[derive(Debug, thiserror::Error)]

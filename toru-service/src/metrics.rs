@@ -31,7 +31,7 @@ struct StateLabels {
 
 /// torud's metrics.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<PluginLabels, Histogram>,
@@ -60,7 +60,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Registers every metric.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("toru");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<PluginLabels, Histogram>::new_with_constructor(
@@ -134,7 +134,7 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn observe(&self, plugin: Option<&str>, status: u16, elapsed: Duration) {
+    pub(crate) fn observe(&self, plugin: Option<&str>, status: u16, elapsed: Duration) {
         let plugin = plugin.unwrap_or("api").to_owned();
         let class = format!("{}xx", status / 100);
         self.requests
@@ -149,7 +149,7 @@ impl Metrics {
     }
 
     /// The exposition text, with plugin and process figures taken now.
-    pub fn render(&self, plugins: &[PluginView]) -> String {
+    pub(crate) fn render(&self, plugins: &[PluginView]) -> String {
         self.state.clear();
         self.memory.clear();
         self.cpu.clear();

@@ -213,7 +213,7 @@ async fn reload(live: &LiveSettings, manager: &Manager, new: Settings) {
 }
 
 /// "serving 3/4 plugins; hello-py in backoff".
-pub fn status_line(daemon: &Daemon) -> String {
+pub(crate) fn status_line(daemon: &Daemon) -> String {
     let plugins = daemon.manager.list();
     let valid: Vec<_> = plugins.iter().filter(|p| p.metadata.is_some()).collect();
     let running = valid.iter().filter(|p| p.state() == State::Running).count();

@@ -71,26 +71,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let chain = cause_chain(&e);
+            let chain = toru_service::report::chain(&e);
             tracing::error!("{chain}");
             eprintln!("torud: {chain}");
             notify::status(&format!("failed: {chain}"));
             ExitCode::from(e.exit_code())
         }
     }
-}
-
-/// The error and its causes, each said once.
-fn cause_chain(error: &dyn std::error::Error) -> String {
-    let mut chain = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !chain.contains(&text) {
-            chain.push_str(": ");
-            chain.push_str(&text);
-        }
-        source = cause.source();
-    }
-    chain
 }

@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 
 /// A cgroup2 file system mounted at `point`, showing the hierarchy from `root`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
+pub(crate) struct Mount {
     /// The cgroup shown at the mount point (`/` unless bind-mounted).
-    pub root: String,
+    pub(crate) root: String,
     /// Where it is mounted.
-    pub point: PathBuf,
+    pub(crate) point: PathBuf,
 }
 
 /// Every cgroup2 mount listed in `mountinfo` text, in order.
-pub fn cgroup2_mounts(mountinfo: &str) -> Vec<Mount> {
+pub(crate) fn cgroup2_mounts(mountinfo: &str) -> Vec<Mount> {
     mountinfo
         .lines()
         .filter_map(|line| {
@@ -34,7 +34,8 @@ pub fn cgroup2_mounts(mountinfo: &str) -> Vec<Mount> {
 }
 
 /// The first cgroup2 mount of this process's mount namespace, if any.
-pub fn cgroup2_mount() -> std::io::Result<Option<PathBuf>> {
+#[cfg(test)]
+pub(crate) fn cgroup2_mount() -> std::io::Result<Option<PathBuf>> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
     Ok(cgroup2_mounts(&mountinfo)
         .into_iter()
@@ -43,7 +44,7 @@ pub fn cgroup2_mount() -> std::io::Result<Option<PathBuf>> {
 }
 
 /// The cgroup2 path (`/system.slice/toru.service`) in `/proc/PID/cgroup` text.
-pub fn unified_path(proc_cgroup: &str) -> Option<&str> {
+pub(crate) fn unified_path(proc_cgroup: &str) -> Option<&str> {
     proc_cgroup
         .lines()
         .find_map(|line| line.strip_prefix("0::"))
@@ -51,7 +52,7 @@ pub fn unified_path(proc_cgroup: &str) -> Option<&str> {
 }
 
 /// The directory of cgroup `path` under one of `mounts`.
-pub fn locate(path: &str, mounts: &[Mount]) -> Option<PathBuf> {
+pub(crate) fn locate(path: &str, mounts: &[Mount]) -> Option<PathBuf> {
     mounts.iter().find_map(|mount| {
         let below = if mount.root == "/" {
             path.strip_prefix('/')

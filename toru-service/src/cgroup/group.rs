@@ -6,24 +6,26 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+#[cfg(test)]
+use tokio::process::Child;
+use tokio::process::Command;
 
 /// The longest wait for a killed group to empty.
-pub const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a plugin's group has used; `None` where the kernel does not say
 /// (`memory.current` needs the memory controller, `cpu.stat` is always there).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// `memory.current`.
-    pub memory_bytes: Option<u64>,
+    pub(crate) memory_bytes: Option<u64>,
     /// `usage_usec` of `cpu.stat`: CPU time of the group's processes.
-    pub cpu_usec: Option<u64>,
+    pub(crate) cpu_usec: Option<u64>,
 }
 
 /// The cgroup a plugin runs in, for as long as it runs.
 #[derive(Debug)]
-pub struct PluginGroup {
+pub(crate) struct PluginGroup {
     dir: PathBuf,
     name: String,
 }
@@ -34,19 +36,20 @@ impl PluginGroup {
     }
 
     /// As the kernel names it in `/proc/PID/cgroup`.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// Its directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Spawns `command` inside the group: the child moves itself in between
     /// fork and exec, so the plugin never runs outside it. Fails (and nothing
     /// runs) when the move fails.
-    pub fn spawn(&self, mut command: Command) -> io::Result<Child> {
+    #[cfg(test)]
+    pub(crate) fn spawn(&self, mut command: Command) -> io::Result<Child> {
         let procs = self.join_before_exec(&mut command)?;
         let child = command.spawn();
         // `procs` stays open until the fork is done.
@@ -57,7 +60,7 @@ impl PluginGroup {
     /// Has the child of `command` move itself into the group between fork
     /// and exec (before any hook added later). The file returned must stay
     /// open until `command` is spawned.
-    pub fn join_before_exec(&self, command: &mut Command) -> io::Result<File> {
+    pub(crate) fn join_before_exec(&self, command: &mut Command) -> io::Result<File> {
         let procs = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -68,7 +71,7 @@ impl PluginGroup {
     }
 
     /// What the group uses now.
-    pub fn usage(&self) -> Usage {
+    pub(crate) fn usage(&self) -> Usage {
         let read = |file: &str| std::fs::read_to_string(self.dir.join(file)).ok();
         Usage {
             memory_bytes: read("memory.current").and_then(|t| t.trim().parse().ok()),
@@ -77,7 +80,7 @@ impl PluginGroup {
     }
 
     /// Kills everything in the group, waits for it to empty and removes it.
-    pub fn remove(&self) -> io::Result<()> {
+    pub(crate) fn remove(&self) -> io::Result<()> {
         remove_tree(&self.dir, KILL_TIMEOUT).map(drop)
     }
 }

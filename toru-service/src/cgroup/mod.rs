@@ -13,7 +13,7 @@
 //! run in process groups only (see `plugins::process`).
 
 /// Finding torud's own cgroup.
-pub mod detect;
+pub(crate) mod detect;
 /// One plugin's group.
 mod group;
 
@@ -25,7 +25,7 @@ use std::sync::{Mutex, PoisonError};
 use tracing::{debug, info, warn};
 
 use crate::config::{CPU_PERIOD_USEC, Max, PluginSettings, ResourceLimits};
-pub use group::{KILL_TIMEOUT, PluginGroup, Usage};
+pub(crate) use group::{KILL_TIMEOUT, PluginGroup, Usage};
 
 /// The controllers torud uses, in the order it enables them.
 const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
@@ -33,11 +33,11 @@ const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 /// Why plugins cannot get cgroups of their own.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Unavailable(String);
+pub(crate) struct Unavailable(String);
 
 /// torud's delegated cgroup.
 #[derive(Debug)]
-pub struct Cgroups {
+pub(crate) struct Cgroups {
     dir: PathBuf,
     name: String,
     /// Enabled in `plugins/`: limits for these are enforced.
@@ -49,7 +49,7 @@ pub struct Cgroups {
 
 impl Cgroups {
     /// The subtree at `dir` (a cgroupfs directory, or one laid out like it).
-    pub fn at(dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn at(dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         Self {
             name: dir.display().to_string(),
@@ -63,7 +63,7 @@ impl Cgroups {
     /// torud's own cgroup, if it can be torud's alone: found through
     /// `/proc/self/cgroup` and `/proc/self/mountinfo`, writable, and holding
     /// no other process (else concurrent toruds would fight over it).
-    pub fn detect() -> Result<Self, Unavailable> {
+    pub(crate) fn detect() -> Result<Self, Unavailable> {
         let fail = |what: String| Unavailable(what);
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| fail(format!("/proc/self/cgroup: {e}")))?;
@@ -114,7 +114,7 @@ impl Cgroups {
     }
 
     /// [`Cgroups::detect`] and [`Cgroups::take_over`].
-    pub fn start() -> Result<Self, Unavailable> {
+    pub(crate) fn start() -> Result<Self, Unavailable> {
         let mut cgroups = Self::detect()?;
         cgroups
             .take_over()
@@ -124,7 +124,7 @@ impl Cgroups {
 
     /// Moves torud into `supervisor/`, enables the controllers offered for
     /// `plugins/`, and kills and removes groups a previous torud left there.
-    pub fn take_over(&mut self) -> io::Result<()> {
+    pub(crate) fn take_over(&mut self) -> io::Result<()> {
         let supervisor = self.dir.join("supervisor");
         create_dir(&supervisor)?;
         group::write(&supervisor, "cgroup.procs", &std::process::id().to_string())?;
@@ -164,13 +164,9 @@ impl Cgroups {
         Ok(())
     }
 
-    /// As the kernel names it (`/system.slice/toru.service`).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The controllers enabled for plugin groups.
-    pub fn enabled(&self) -> &[&'static str] {
+    #[cfg(test)]
+    pub(crate) fn enabled(&self) -> &[&'static str] {
         &self.enabled
     }
 
@@ -179,7 +175,8 @@ impl Cgroups {
     }
 
     /// The controllers `limits` needs that plugin groups do not have.
-    pub fn missing(&self, limits: &ResourceLimits) -> Vec<&'static str> {
+    #[cfg(test)]
+    pub(crate) fn missing(&self, limits: &ResourceLimits) -> Vec<&'static str> {
         needed(limits)
             .into_iter()
             .filter(|(c, _)| !self.enabled.contains(c))
@@ -189,7 +186,10 @@ impl Cgroups {
 
     /// Warns, once per controller over torud's life, about configured limits
     /// that cannot be enforced. Returns the warning when one was logged.
-    pub fn warn_unenforced(&self, plugins: &BTreeMap<String, PluginSettings>) -> Option<String> {
+    pub(crate) fn warn_unenforced(
+        &self,
+        plugins: &BTreeMap<String, PluginSettings>,
+    ) -> Option<String> {
         let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
         let mut controllers = BTreeSet::new();
         let mut keys = BTreeSet::new();
@@ -229,7 +229,7 @@ impl Cgroups {
 
     /// Creates `plugins/<id>` (replacing a leftover) with the `limits` its
     /// controllers allow; those without a controller were warned about.
-    pub fn create(&self, id: &str, limits: &ResourceLimits) -> io::Result<PluginGroup> {
+    pub(crate) fn create(&self, id: &str, limits: &ResourceLimits) -> io::Result<PluginGroup> {
         if id.is_empty() || id.contains(['/', '.']) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

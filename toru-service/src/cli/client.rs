@@ -20,7 +20,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// An `http://host[:port]` base URL, as `--url` accepts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseUrl {
+pub(crate) struct BaseUrl {
     /// Host name or address (IPv6 without brackets).
     pub host: String,
     /// Port (80 when the URL has none).
@@ -36,7 +36,7 @@ impl std::fmt::Display for BaseUrl {
 }
 
 /// Parses `--url`: `http://` scheme, a host, an optional port, no path.
-pub fn parse_url(text: &str) -> Result<BaseUrl, String> {
+pub(crate) fn parse_url(text: &str) -> Result<BaseUrl, String> {
     let uri: http::Uri = text.parse().map_err(|e| format!("not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
@@ -60,7 +60,7 @@ pub fn parse_url(text: &str) -> Result<BaseUrl, String> {
 
 /// Where torud is.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub(crate) enum Target {
     /// The admin Unix socket.
     Unix(PathBuf),
     /// A TCP listener; the token is read from `token_file` when needed.
@@ -83,23 +83,23 @@ impl std::fmt::Display for Target {
 
 /// Talks to one torud.
 #[derive(Debug)]
-pub struct Client {
+pub(crate) struct Client {
     target: Target,
 }
 
 impl Client {
     /// A client for `target`; nothing is connected or read yet.
-    pub fn new(target: Target) -> Self {
+    pub(crate) fn new(target: Target) -> Self {
         Self { target }
     }
 
     /// `GET path`, the answer's JSON.
-    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Value, CliError> {
         self.request(Method::GET, path, None).await
     }
 
     /// `POST path` with `body` as JSON (or no body), the answer's JSON.
-    pub async fn post(&self, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+    pub(crate) async fn post(&self, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
         self.request(Method::POST, path, body).await
     }
 
@@ -132,7 +132,7 @@ impl Client {
 
     /// `GET path`, its body written to `out` as it arrives; the bytes written. An error
     /// answer is the error it carries.
-    pub async fn download(
+    pub(crate) async fn download(
         &self,
         path: &str,
         out: &mut (impl tokio::io::AsyncWrite + Unpin),

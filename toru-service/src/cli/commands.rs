@@ -17,7 +17,7 @@ const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The session of one command.
 #[derive(Debug)]
-pub struct Session<'a> {
+pub(crate) struct Session<'a> {
     /// torud.
     pub client: &'a Client,
     /// stdout.
@@ -28,7 +28,7 @@ pub struct Session<'a> {
 
 impl Session<'_> {
     /// Runs `command` (not the local ones: man pages and completions).
-    pub async fn run(&self, command: &Command) -> Result<(), CliError> {
+    pub(crate) async fn run(&self, command: &Command) -> Result<(), CliError> {
         match command {
             Command::Status => self.status().await,
             Command::InstanceId => self.instance_id().await,

@@ -4,17 +4,17 @@
 use std::path::PathBuf;
 
 /// The operation failed (torud said no, or a local step failed).
-pub const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_FAILED: u8 = 1;
 /// Bad usage (clap's own code).
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// sysexits' EX_UNAVAILABLE: torud cannot be reached.
-pub const EXIT_UNAVAILABLE: u8 = 69;
+pub(crate) const EXIT_UNAVAILABLE: u8 = 69;
 /// sysexits' EX_NOPERM: the socket (or token) does not let us in.
-pub const EXIT_NOPERM: u8 = 77;
+pub(crate) const EXIT_NOPERM: u8 = 77;
 
 /// A failure of one `toructl` run; its `Display` is the one line printed.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// torud answered with an error (`{"error": ".."}`) or the operation
     /// cannot be done as asked.
     #[error("{0}")]
@@ -56,7 +56,7 @@ pub enum CliError {
 
 impl CliError {
     /// The process exit code for this failure.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Self::Failed(_) | Self::Output(_) => EXIT_FAILED,
             Self::Usage(_) => EXIT_USAGE,
@@ -76,7 +76,7 @@ impl From<std::io::Error> for CliError {
 
 /// A clap usage error as one line: what is wrong, then the usage, then
 /// clap's tip if it has one.
-pub fn usage_line(error: &clap::Error) -> String {
+pub(crate) fn usage_line(error: &clap::Error) -> String {
     // `StyledStr`'s Display is the plain text, without ANSI styles.
     let text = error.render().to_string();
     let mut what = Vec::new();

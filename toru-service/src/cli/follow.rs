@@ -21,7 +21,7 @@ use super::error::CliError;
 use super::output::Out;
 
 /// How often to poll.
-pub const INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const INTERVAL: Duration = Duration::from_millis(500);
 /// Lines asked per poll in the common case, and the tail kept to line up.
 const SMALL_PAGE: usize = 100;
 /// The largest page the API gives (the ring's size).
@@ -29,7 +29,7 @@ const FULL_PAGE: usize = 1000;
 
 /// What `follow` needs to know about the command.
 #[derive(Debug)]
-pub struct Follow<'a> {
+pub(crate) struct Follow<'a> {
     /// Plugin id (already checked).
     pub id: &'a str,
     /// Lines to show before following.
@@ -41,7 +41,7 @@ pub struct Follow<'a> {
 impl Follow<'_> {
     /// Prints the last `lines` lines, then new ones as they come, until
     /// Ctrl-C (exit 0) or an error.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         client: &Client,
         out: &Out,
@@ -107,7 +107,7 @@ fn tail(mut page: Vec<Value>) -> Vec<Value> {
 /// and some added at the end. The answer is the largest `e` such that
 /// `page[..e]` ends with `seen` (or, when `page` starts inside `seen`, is
 /// a suffix of it): the fewest new lines consistent with both polls.
-pub fn new_from<T: PartialEq>(seen: &[T], page: &[T]) -> Option<usize> {
+pub(crate) fn new_from<T: PartialEq>(seen: &[T], page: &[T]) -> Option<usize> {
     if seen.is_empty() {
         return Some(0);
     }

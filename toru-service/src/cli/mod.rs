@@ -20,19 +20,19 @@
 //! * `error` — [`CliError`](error::CliError) and the exit codes.
 
 /// HTTP to torud.
-pub mod client;
+pub(crate) mod client;
 /// The commands.
-pub mod commands;
+pub(crate) mod commands;
 /// Failures and exit codes.
-pub mod error;
+pub(crate) mod error;
 /// Following a plugin's log.
-pub mod follow;
+pub(crate) mod follow;
 /// `toructl kv`.
-pub mod kv;
+pub(crate) mod kv;
 /// Printing.
-pub mod output;
+pub(crate) mod output;
 /// `toructl store`.
-pub mod store;
+pub(crate) mod store;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -46,9 +46,9 @@ use client::{BaseUrl, Client, Target};
 use error::{CliError, EXIT_USAGE};
 
 /// The admin socket of `toru-admin.socket`.
-pub const DEFAULT_SOCKET: &str = "/run/toru/toru.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/toru/toru.sock";
 /// `admin_token_file`'s default.
-pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/toru/admin.token";
+pub(crate) const DEFAULT_TOKEN_FILE: &str = "/var/lib/toru/admin.token";
 
 /// Control torud, the Toru plugin host.
 #[derive(Debug, Parser)]
@@ -58,7 +58,7 @@ pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/toru/admin.token";
     after_help = "Exit status: 0 success, 1 the operation failed, 2 usage, \
                   69 torud unreachable, 77 permission denied."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// torud's admin Unix socket.
     #[arg(
         long,
@@ -90,7 +90,7 @@ pub struct Cli {
 
 /// `toructl store ...`.
 #[derive(Debug, Subcommand)]
-pub enum StoreCommand {
+pub(crate) enum StoreCommand {
     /// Write a consistent copy of the whole store (every plugin's data and
     /// state, the events) to FILE, `-` for standard output. Every write
     /// acknowledged before it began is in it. Put it back, with torud
@@ -106,7 +106,7 @@ pub enum StoreCommand {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Instance id, version, uptime, listeners, and plugins by state.
     Status,
     /// List, inspect and control plugins (`plugins` alone lists them).
@@ -143,7 +143,7 @@ pub enum Command {
 
 /// `toructl plugins [COMMAND]`.
 #[derive(Debug, Args)]
-pub struct PluginsArgs {
+pub(crate) struct PluginsArgs {
     /// What to do; `list` when absent.
     #[command(subcommand)]
     pub command: Option<PluginsCommand>,
@@ -151,7 +151,7 @@ pub struct PluginsArgs {
 
 /// The plugin commands.
 #[derive(Debug, Subcommand)]
-pub enum PluginsCommand {
+pub(crate) enum PluginsCommand {
     /// Every plugin, its state, pid and restarts.
     List,
     /// Everything torud knows about one plugin.
@@ -180,7 +180,7 @@ pub enum PluginsCommand {
 
 /// `toructl plugins logs ID [-n N] [-f] [--level L]`.
 #[derive(Debug, Args)]
-pub struct LogsArgs {
+pub(crate) struct LogsArgs {
     /// The plugin id.
     pub id: String,
     /// How many of the most recent lines.
@@ -198,7 +198,7 @@ pub struct LogsArgs {
 
 /// The key-value commands.
 #[derive(Debug, Subcommand)]
-pub enum KvCommand {
+pub(crate) enum KvCommand {
     /// Print the value of KEY (exit 1 when there is none).
     Get {
         /// The plugin id.
@@ -273,7 +273,7 @@ fn clap_exit(error: &clap::Error) -> ExitCode {
 }
 
 /// One line on stderr, prefixed with `toructl: `.
-pub fn warn(message: &str) {
+pub(crate) fn warn(message: &str) {
     let _ = writeln!(std::io::stderr(), "toructl: {message}");
 }
 

@@ -7,14 +7,14 @@ use serde_json::Value;
 
 /// Where output goes and whether it may be coloured.
 #[derive(Debug)]
-pub struct Out {
+pub(crate) struct Out {
     colour: bool,
     stdout: std::io::Stdout,
 }
 
 /// Colours used for plugin states and log levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Paint {
+pub(crate) enum Paint {
     /// As it is.
     Plain,
     /// Fine.
@@ -29,7 +29,7 @@ pub enum Paint {
 
 impl Paint {
     /// The colour of a plugin state or health.
-    pub fn for_state(state: &str) -> Self {
+    pub(crate) fn for_state(state: &str) -> Self {
         match state {
             "running" | "healthy" => Self::Green,
             "starting" | "backoff" | "unhealthy" => Self::Yellow,
@@ -40,7 +40,7 @@ impl Paint {
     }
 
     /// The colour of a log level.
-    pub fn for_level(level: &str) -> Self {
+    pub(crate) fn for_level(level: &str) -> Self {
         match level {
             "error" => Self::Red,
             "warn" => Self::Yellow,
@@ -63,7 +63,7 @@ impl Paint {
 impl Out {
     /// Colour when stdout is a terminal and `NO_COLOR` is unset or empty
     /// (<https://no-color.org>).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let stdout = std::io::stdout();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Self {
@@ -73,7 +73,7 @@ impl Out {
     }
 
     /// `text` in `paint`, when colour is on.
-    pub fn paint(&self, text: &str, paint: Paint) -> String {
+    pub(crate) fn paint(&self, text: &str, paint: Paint) -> String {
         match paint.code() {
             Some(code) if self.colour => format!("\x1b[{code}m{text}\x1b[0m"),
             _ => text.to_owned(),
@@ -81,27 +81,31 @@ impl Out {
     }
 
     /// One line.
-    pub fn line(&self, text: &str) -> std::io::Result<()> {
+    pub(crate) fn line(&self, text: &str) -> std::io::Result<()> {
         let mut out = self.stdout.lock();
         writeln!(out, "{text}")?;
         out.flush()
     }
 
     /// `value` as pretty JSON.
-    pub fn json(&self, value: &Value) -> std::io::Result<()> {
+    pub(crate) fn json(&self, value: &Value) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
         self.line(&text)
     }
 
     /// `value` as one line of JSON (for streams such as `logs -f --json`).
-    pub fn json_line(&self, value: &Value) -> std::io::Result<()> {
+    pub(crate) fn json_line(&self, value: &Value) -> std::io::Result<()> {
         self.line(&value.to_string())
     }
 
     /// A table: a header row, then the rows, columns padded to line up. A
     /// cell is (text, paint); padding is computed on the text, so colours
     /// do not upset the alignment. The last column is not padded.
-    pub fn table(&self, header: &[&str], rows: &[Vec<(String, Paint)>]) -> std::io::Result<()> {
+    pub(crate) fn table(
+        &self,
+        header: &[&str],
+        rows: &[Vec<(String, Paint)>],
+    ) -> std::io::Result<()> {
         let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
         for row in rows {
             for (i, (text, _)) in row.iter().enumerate() {
@@ -136,7 +140,7 @@ impl Out {
     }
 
     /// `key  value` lines, keys padded to line up.
-    pub fn fields(&self, fields: &[(&str, String, Paint)]) -> std::io::Result<()> {
+    pub(crate) fn fields(&self, fields: &[(&str, String, Paint)]) -> std::io::Result<()> {
         let key_width = fields.iter().map(|(k, _, _)| width(k)).max().unwrap_or(0);
         let mut out = self.stdout.lock();
         for (key, value, paint) in fields {
@@ -160,7 +164,7 @@ fn width(text: &str) -> usize {
 }
 
 /// A JSON field as text: strings as they are, null as `-`.
-pub fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
@@ -169,7 +173,7 @@ pub fn text(value: &Value) -> String {
 }
 
 /// An RFC 3339 timestamp to the millisecond, as log lines have them.
-pub fn timestamp(value: &Value) -> String {
+pub(crate) fn timestamp(value: &Value) -> String {
     value
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -183,7 +187,7 @@ pub fn timestamp(value: &Value) -> String {
 }
 
 /// Seconds as `3d 4h`, `2h 5m`, `5m 12s` or `12s`.
-pub fn duration(seconds: u64) -> String {
+pub(crate) fn duration(seconds: u64) -> String {
     let (d, h, m, s) = (
         seconds / 86_400,
         seconds / 3600 % 24,

@@ -85,9 +85,8 @@ impl Session<'_> {
         out.sync_all().await.map_err(|e| local("cannot write", e))?;
         drop(out);
         let check = partial.to_owned();
-        let counts = tokio::task::spawn_blocking(move || crate::store::inspect(&check))
+        let counts = crate::store::inspect_async(&check)
             .await
-            .map_err(|e| CliError::Failed(format!("checking the backup: {e}")))?
             .map_err(|e| CliError::Failed(format!("the backup torud sent is not sound: {e}")))?;
         std::fs::rename(partial, file).map_err(|e| local("cannot rename", e))?;
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())

@@ -25,21 +25,21 @@ const ADMIN_LIST_LIMIT: usize = 10_000;
 
 /// torud, seen from its API.
 #[derive(Debug)]
-pub struct Daemon {
+pub(crate) struct Daemon {
     /// The plugins.
-    pub manager: Arc<Manager>,
+    pub(crate) manager: Arc<Manager>,
     /// The database.
-    pub store: store::Handle,
+    pub(crate) store: store::Handle,
     /// The metrics.
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// What torud serves on, for `/api/status`.
-    pub listeners: Vec<String>,
+    pub(crate) listeners: Vec<String>,
     started: Instant,
 }
 
 impl Daemon {
     /// Puts the parts together.
-    pub fn new(manager: Arc<Manager>, store: store::Handle, listeners: Vec<String>) -> Self {
+    pub(crate) fn new(manager: Arc<Manager>, store: store::Handle, listeners: Vec<String>) -> Self {
         Self {
             manager,
             store,

@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 const TOKEN_BYTES: usize = 32;
 
 /// The secret that TCP clients of `/api/*` and `/metrics` must present.
-pub struct AdminToken {
+pub(crate) struct AdminToken {
     secret: Box<[u8]>,
 }
 
@@ -31,7 +31,7 @@ impl AdminToken {
     /// token (mode 0600, its directory 0700 when missing) when it does not
     /// exist. An existing file is never overwritten. An empty or unreadable
     /// file is an error naming the file.
-    pub fn load_or_create(path: &Path) -> io::Result<Self> {
+    pub(crate) fn load_or_create(path: &Path) -> io::Result<Self> {
         match read(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             other => return other,
@@ -45,7 +45,7 @@ impl AdminToken {
 
     /// A token with a known secret (surrounding whitespace ignored). An empty
     /// secret accepts nobody.
-    pub fn from_secret(secret: &str) -> Self {
+    pub(crate) fn from_secret(secret: &str) -> Self {
         Self {
             secret: secret.trim().as_bytes().into(),
         }
@@ -53,7 +53,7 @@ impl AdminToken {
 
     /// Whether `authorization` is `Bearer <this token>`. The scheme is
     /// case-insensitive (RFC 9110 §11.1); the token is compared in constant time.
-    pub fn verify(&self, authorization: Option<&HeaderValue>) -> bool {
+    pub(crate) fn verify(&self, authorization: Option<&HeaderValue>) -> bool {
         if self.secret.is_empty() {
             return false;
         }

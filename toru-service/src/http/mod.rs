@@ -55,7 +55,8 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use auth::AdminToken;
-pub use server::{HttpOptions, Listener, serve};
+pub(crate) use auth::AdminToken;
+pub use server::Listener;
+pub(crate) use server::{HttpOptions, serve};
 
 pub(crate) use name::is_name;

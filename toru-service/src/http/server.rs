@@ -47,7 +47,7 @@ pub enum Listener {
 
 /// Limits and timeouts of the gateway.
 #[derive(Debug, Clone)]
-pub struct HttpOptions {
+pub(crate) struct HttpOptions {
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
     /// Largest HTTP/1 request head, and HTTP/2 header list (431 beyond).
@@ -93,7 +93,7 @@ struct Shared<B> {
 ///
 /// Errors only when there is nothing to serve on; accept errors (such as
 /// running out of file descriptors) are logged and retried.
-pub async fn serve<B: Backend>(
+pub(crate) async fn serve<B: Backend>(
     listeners: Vec<Listener>,
     backend: Arc<B>,
     token: Arc<AdminToken>,

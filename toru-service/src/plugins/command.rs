@@ -2,7 +2,7 @@
 
 /// Asked of a plugin's supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Enable, clear `failed`, and start.
     Enable,
     /// Stop and stay stopped (persisted).

@@ -12,21 +12,21 @@ use crate::store::{self, Event, EventKind, PluginRecord};
 
 /// Shared by the manager and every supervisor.
 #[derive(Debug)]
-pub struct Context {
+pub(crate) struct Context {
     /// The settings in force (see [`crate::config::LiveSettings`]).
     settings: watch::Receiver<Arc<Settings>>,
     /// The database.
-    pub store: store::Handle,
+    pub(crate) store: store::Handle,
     /// Given to every plugin.
-    pub instance_id: String,
+    pub(crate) instance_id: String,
     /// torud's cgroup, when it has a writable one; else plugins run in
     /// process groups only.
-    pub cgroups: Option<Arc<Cgroups>>,
+    pub(crate) cgroups: Option<Arc<Cgroups>>,
 }
 
 impl Context {
     /// A context reading the settings from `settings`.
-    pub fn new(
+    pub(crate) fn new(
         settings: watch::Receiver<Arc<Settings>>,
         store: store::Handle,
         cgroups: Option<Arc<Cgroups>>,
@@ -40,12 +40,12 @@ impl Context {
     }
 
     /// The settings in force.
-    pub fn settings(&self) -> Arc<Settings> {
+    pub(crate) fn settings(&self) -> Arc<Settings> {
         self.settings.borrow().clone()
     }
 
     /// The persisted record of `plugin` (enabled, not failed, when none or unreadable).
-    pub async fn record(&self, plugin: &str) -> PluginRecord {
+    pub(crate) async fn record(&self, plugin: &str) -> PluginRecord {
         match self.store.plugin_record(plugin).await {
             Ok(record) => record.unwrap_or_default(),
             Err(e) => {
@@ -56,7 +56,7 @@ impl Context {
     }
 
     /// Persists the administrator's choice (and `failed`), and records why.
-    pub async fn persist(
+    pub(crate) async fn persist(
         &self,
         plugin: &str,
         enabled: bool,
@@ -72,7 +72,7 @@ impl Context {
     }
 
     /// Records an event about `plugin`.
-    pub async fn event(&self, plugin: &str, kind: EventKind, detail: impl Into<String>) {
+    pub(crate) async fn event(&self, plugin: &str, kind: EventKind, detail: impl Into<String>) {
         let event = Event::new(Some(plugin), kind, detail);
         if let Err(e) = self.store.record_event(event).await {
             warn!(plugin, error = %e, "cannot record event");
@@ -80,7 +80,7 @@ impl Context {
     }
 
     /// The plugin's limits from `[plugins.<id>]`.
-    pub fn limits(&self, plugin: &str) -> ResourceLimits {
+    pub(crate) fn limits(&self, plugin: &str) -> ResourceLimits {
         self.settings()
             .plugins
             .get(plugin)
@@ -89,7 +89,7 @@ impl Context {
     }
 
     /// The plugin's settings from `[plugins.<id>.config]`.
-    pub fn plugin_config(&self, plugin: &str) -> serde_json::Map<String, serde_json::Value> {
+    pub(crate) fn plugin_config(&self, plugin: &str) -> serde_json::Map<String, serde_json::Value> {
         self.settings()
             .plugins
             .get(plugin)

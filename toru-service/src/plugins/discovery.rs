@@ -16,19 +16,19 @@ const MAX_METADATA_BYTES: u64 = 64 * 1024;
 
 /// One executable found in a plugin folder.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Discovered {
+pub(crate) struct Discovered {
     /// The executable.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Its metadata, or why it cannot be used.
-    pub metadata: Result<PluginMetadata, String>,
+    pub(crate) metadata: Result<PluginMetadata, String>,
     /// Which file it was, to tell a replaced binary on reload.
-    pub fingerprint: Fingerprint,
+    pub(crate) fingerprint: Fingerprint,
 }
 
 /// Identity and version of an executable (through symlinks): device, inode,
 /// size and modification time. A changed fingerprint means a new binary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fingerprint {
+pub(crate) struct Fingerprint {
     dev: u64,
     ino: u64,
     size: u64,
@@ -37,7 +37,7 @@ pub struct Fingerprint {
 
 impl Fingerprint {
     /// The fingerprint of `path` now; all zero when it cannot be read.
-    pub fn of(path: &Path) -> Self {
+    pub(crate) fn of(path: &Path) -> Self {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(path).map_or_else(
             |_| Self::default(),
@@ -53,7 +53,7 @@ impl Fingerprint {
 
 impl Discovered {
     /// The id to list it under: its metadata id, else its file name.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match &self.metadata {
             Ok(m) => m.id.clone(),
             Err(_) => self
@@ -68,16 +68,20 @@ impl Discovered {
 /// A plugin that holds its id and route already (on reload, one torud runs):
 /// a newcomer claiming either is the one refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
+pub(crate) struct Held {
     /// Its id.
-    pub id: String,
+    pub(crate) id: String,
     /// Its executable.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 /// Every plugin in `dirs`, in folder order then file name order, asked for
 /// its metadata; then the collisions settled by [`settle_claims`].
-pub async fn discover(dirs: &[PathBuf], timeout: Duration, held: &[Held]) -> Vec<Discovered> {
+pub(crate) async fn discover(
+    dirs: &[PathBuf],
+    timeout: Duration,
+    held: &[Held],
+) -> Vec<Discovered> {
     let mut paths = Vec::new();
     for dir in dirs {
         paths.extend(executables(dir));
@@ -103,7 +107,7 @@ pub async fn discover(dirs: &[PathBuf], timeout: Duration, held: &[Held]) -> Vec
 /// first in folder order, then file name order, wins; so at first start the
 /// choice depends only on the folders and names, and every loser is listed
 /// with the reason.
-pub fn settle_claims(found: &mut [Discovered], held: &[Held]) {
+pub(crate) fn settle_claims(found: &mut [Discovered], held: &[Held]) {
     let holds = |plugin: &Discovered| {
         plugin
             .metadata
@@ -176,7 +180,10 @@ fn executables(dir: &Path) -> Vec<PathBuf> {
 
 /// Runs `path --metadata` with a clean environment, no stdin, a time limit
 /// and an output cap, and checks what it prints.
-pub async fn read_metadata(path: &Path, timeout: Duration) -> Result<PluginMetadata, String> {
+pub(crate) async fn read_metadata(
+    path: &Path,
+    timeout: Duration,
+) -> Result<PluginMetadata, String> {
     let mut command = super::spawner::command(path);
     command
         .arg("--metadata")

@@ -10,7 +10,7 @@ use super::handle::State;
 
 /// Why a request did not reach a plugin, or no answer came back.
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     /// The plugin is not running (starting, backoff, failed, stopped, disabled or invalid).
     #[error("plugin {plugin} is not running ({})", .state.as_str())]
     NotRunning {
@@ -49,7 +49,7 @@ pub enum ForwardError {
 
 /// Why a command did not reach a plugin's supervisor.
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     /// The plugin is listed but was never started: its metadata is unusable.
     #[error("plugin {plugin} is invalid and cannot be started: {reason}")]
     Invalid {

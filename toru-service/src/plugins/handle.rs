@@ -19,7 +19,7 @@ use crate::cgroup::{PluginGroup, Usage};
 
 /// Where a plugin is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum State {
+pub(crate) enum State {
     /// Started, not yet ready.
     Starting,
     /// Ready and serving.
@@ -38,7 +38,7 @@ pub enum State {
 
 impl State {
     /// The name the API uses.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Starting => "starting",
             Self::Running => "running",
@@ -62,21 +62,21 @@ struct Status {
 
 /// One discovered plugin.
 #[derive(Debug)]
-pub struct PluginHandle {
+pub(crate) struct PluginHandle {
     /// Metadata id (file name when invalid).
-    pub id: String,
+    pub(crate) id: String,
     /// The executable.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Its metadata, when valid.
-    pub metadata: Option<PluginMetadata>,
+    pub(crate) metadata: Option<PluginMetadata>,
     /// Protocol version spoken.
-    pub protocol: u32,
+    pub(crate) protocol: u32,
     /// The executable's identity when discovered.
-    pub fingerprint: Fingerprint,
+    pub(crate) fingerprint: Fingerprint,
     /// Where it listens.
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// Its recent output.
-    pub logs: Arc<PluginLogs>,
+    pub(crate) logs: Arc<PluginLogs>,
     status: Mutex<Status>,
     link: RwLock<Option<Arc<PluginLink>>>,
     group: RwLock<Option<Arc<PluginGroup>>>,
@@ -86,7 +86,7 @@ pub struct PluginHandle {
 
 impl PluginHandle {
     /// A plugin with usable metadata, driven through `commands`.
-    pub fn valid(
+    pub(crate) fn valid(
         metadata: PluginMetadata,
         path: PathBuf,
         fingerprint: Fingerprint,
@@ -117,7 +117,12 @@ impl PluginHandle {
     }
 
     /// A plugin listed but never started, with the reason.
-    pub fn invalid(id: String, path: PathBuf, fingerprint: Fingerprint, reason: String) -> Self {
+    pub(crate) fn invalid(
+        id: String,
+        path: PathBuf,
+        fingerprint: Fingerprint,
+        reason: String,
+    ) -> Self {
         Self {
             fingerprint,
             logs: PluginLogs::new(&id),
@@ -145,12 +150,12 @@ impl PluginHandle {
     }
 
     /// The current state.
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         self.status().state
     }
 
     /// Moves to `state`; `error` is shown for `failed`.
-    pub fn set_state(&self, state: State, error: Option<String>) {
+    pub(crate) fn set_state(&self, state: State, error: Option<String>) {
         let mut status = self.status();
         status.state = state;
         status.error = error;
@@ -161,7 +166,7 @@ impl PluginHandle {
     }
 
     /// Waiting until `at` to restart.
-    pub fn set_backoff(&self, at: Instant) {
+    pub(crate) fn set_backoff(&self, at: Instant) {
         let mut status = self.status();
         status.state = State::Backoff;
         status.next_attempt = Some(at);
@@ -169,17 +174,17 @@ impl PluginHandle {
     }
 
     /// The running process.
-    pub fn set_pid(&self, pid: Option<u32>) {
+    pub(crate) fn set_pid(&self, pid: Option<u32>) {
         self.status().pid = pid;
     }
 
     /// One more restart.
-    pub fn count_restart(&self) {
+    pub(crate) fn count_restart(&self) {
         self.status().restarts += 1;
     }
 
     /// How long until the next start attempt, in backoff.
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
         let status = self.status();
         match status.state {
             State::Backoff => status
@@ -191,7 +196,7 @@ impl PluginHandle {
     }
 
     /// The connection to forward requests on, while running.
-    pub fn link(&self) -> Option<Arc<PluginLink>> {
+    pub(crate) fn link(&self) -> Option<Arc<PluginLink>> {
         self.link
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -199,12 +204,12 @@ impl PluginHandle {
     }
 
     /// Sets or clears the connection.
-    pub fn set_link(&self, link: Option<Arc<PluginLink>>) {
+    pub(crate) fn set_link(&self, link: Option<Arc<PluginLink>>) {
         *self.link.write().unwrap_or_else(PoisonError::into_inner) = link;
     }
 
     /// The cgroup the plugin runs in, while it has one.
-    pub fn group(&self) -> Option<Arc<PluginGroup>> {
+    pub(crate) fn group(&self) -> Option<Arc<PluginGroup>> {
         self.group
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -212,23 +217,23 @@ impl PluginHandle {
     }
 
     /// Sets or clears the cgroup.
-    pub fn set_group(&self, group: Option<Arc<PluginGroup>>) {
+    pub(crate) fn set_group(&self, group: Option<Arc<PluginGroup>>) {
         *self.group.write().unwrap_or_else(PoisonError::into_inner) = group;
     }
 
     /// The plugin has started or failed once: torud may report ready.
-    pub fn settle(&self) {
+    pub(crate) fn settle(&self) {
         self.settled.send_replace(true);
     }
 
     /// Resolves once [`PluginHandle::settle`] ran.
-    pub async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         let mut settled = self.settled.subscribe();
         let _ = settled.wait_for(|s| *s).await;
     }
 
     /// Hands `command` to the supervisor.
-    pub async fn command(&self, command: Command) -> Result<(), CommandError> {
+    pub(crate) async fn command(&self, command: Command) -> Result<(), CommandError> {
         let Some(commands) = &self.commands else {
             return Err(CommandError::Invalid {
                 plugin: self.id.clone(),
@@ -243,7 +248,7 @@ impl PluginHandle {
 
     /// Forwards `request` if the plugin runs; an answer with a status that is not one is
     /// the plugin's failure too.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         request: HttpRequest,
         timeout: std::time::Duration,
@@ -266,13 +271,13 @@ impl PluginHandle {
     }
 
     /// Why it is invalid, if it is.
-    pub fn invalid_reason(&self) -> Option<String> {
+    pub(crate) fn invalid_reason(&self) -> Option<String> {
         let status = self.status();
         (status.state == State::Invalid).then(|| status.error.clone().unwrap_or_default())
     }
 
     /// What it is doing now, as plain data.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let group = self.group();
         let usage = group.as_ref().map(|g| g.usage()).unwrap_or_default();
         let status = self.status();
@@ -289,17 +294,17 @@ impl PluginHandle {
 
 /// One plugin's moment, for whoever shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Where it is in its life.
-    pub state: State,
+    pub(crate) state: State,
     /// Why it is invalid or failed (also set in other states, not shown there).
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Its process, while it runs.
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// Restarts since torud started.
-    pub restarts: u32,
+    pub(crate) restarts: u32,
     /// Its cgroup as `/proc/PID/cgroup` names it, while it runs in one.
-    pub cgroup: Option<String>,
+    pub(crate) cgroup: Option<String>,
     /// What its cgroup uses.
-    pub usage: Usage,
+    pub(crate) usage: Usage,
 }

@@ -31,7 +31,7 @@ use crate::config::Settings;
 
 /// A plugin's namespaces, ready to be applied in the child.
 #[derive(Debug)]
-pub struct Isolation {
+pub(crate) struct Isolation {
     runtime_dir: CString,
     state_dir: CString,
     /// The token file when it is outside `state_dir`.
@@ -46,7 +46,7 @@ pub struct Isolation {
 impl Isolation {
     /// The namespaces of a plugin whose socket is in `socket_dir`, a folder
     /// below `settings.runtime_dir`.
-    pub fn new(settings: &Settings, socket_dir: &Path) -> io::Result<Self> {
+    pub(crate) fn new(settings: &Settings, socket_dir: &Path) -> io::Result<Self> {
         let relative = socket_dir
             .strip_prefix(&settings.runtime_dir)
             .map_err(|_| {
@@ -92,7 +92,7 @@ impl Isolation {
     /// hooks already set, such as joining its cgroup). Spawning fails, and
     /// nothing runs, when any step fails.
     #[allow(unsafe_code)]
-    pub fn apply_before_exec(self, command: &mut Command) {
+    pub(crate) fn apply_before_exec(self, command: &mut Command) {
         // SAFETY: the hook runs in the child between fork and exec, where only
         // async-signal-safe work is sound: it makes system calls on buffers
         // built before the fork (owned by the closure), formats one number

@@ -10,14 +10,14 @@ use crate::store::{self, StoreError};
 
 /// One plugin's storage.
 #[derive(Debug)]
-pub struct StoreKv {
+pub(crate) struct StoreKv {
     store: store::Handle,
     plugin: String,
 }
 
 impl StoreKv {
     /// KV for `plugin`.
-    pub fn new(store: store::Handle, plugin: &str) -> Self {
+    pub(crate) fn new(store: store::Handle, plugin: &str) -> Self {
         Self {
             store,
             plugin: plugin.to_owned(),

@@ -26,7 +26,7 @@ fn folder(runtime_dir: &Path) -> PathBuf {
 }
 
 /// Notes that `plugin` runs as `pid` (leading its own process group).
-pub fn note(runtime_dir: &Path, plugin: &str, pid: u32) {
+pub(crate) fn note(runtime_dir: &Path, plugin: &str, pid: u32) {
     let Some(started) = start_time(pid) else {
         return;
     };
@@ -42,7 +42,7 @@ pub fn note(runtime_dir: &Path, plugin: &str, pid: u32) {
 }
 
 /// Forgets `plugin`'s note: its process is gone.
-pub fn forget(runtime_dir: &Path, plugin: &str) {
+pub(crate) fn forget(runtime_dir: &Path, plugin: &str) {
     match std::fs::remove_file(folder(runtime_dir).join(plugin)) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -52,7 +52,7 @@ pub fn forget(runtime_dir: &Path, plugin: &str) {
 
 /// Kills every process group an earlier torud noted and that still runs;
 /// returns one line for each (`hello: pid 1234`), and removes the notes.
-pub fn reap(runtime_dir: &Path) -> Vec<String> {
+pub(crate) fn reap(runtime_dir: &Path) -> Vec<String> {
     let dir = folder(runtime_dir);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,

@@ -19,7 +19,7 @@ use super::error::ForwardError;
 
 /// How torud reaches one running plugin.
 #[derive(Debug)]
-pub enum PluginLink {
+pub(crate) enum PluginLink {
     /// Protocol 2: one connection, many requests in flight.
     V2(HostConnection),
     /// Protocol 1: a new connection for every request.
@@ -28,7 +28,7 @@ pub enum PluginLink {
 
 impl PluginLink {
     /// Forwards one request; the answer, or why there is none.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         request: HttpRequest,
         timeout: Duration,
@@ -59,14 +59,14 @@ impl PluginLink {
 /// them one request at a time and queues the rest itself, within each
 /// request's timeout.
 #[derive(Debug, Clone)]
-pub struct LegacyLink {
+pub(crate) struct LegacyLink {
     socket: PathBuf,
     turn: Arc<Semaphore>,
 }
 
 impl LegacyLink {
     /// Sends `init` on a connection of its own, as the first host did.
-    pub async fn init(
+    pub(crate) async fn init(
         socket: &Path,
         instance_id: &str,
         timeout: Duration,
@@ -92,7 +92,7 @@ impl LegacyLink {
     }
 
     /// Sends `shutdown` on a connection of its own; the plugin exits at once.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         let send = async {
             let stream = UnixStream::connect(&self.socket).await?;
             PluginProtocol::new(stream)

@@ -16,7 +16,7 @@ use super::supervisor::supervise;
 
 /// Every discovered plugin and its supervisor.
 #[derive(Debug)]
-pub struct Manager {
+pub(crate) struct Manager {
     pub(super) ctx: Arc<Context>,
     pub(super) plugins: RwLock<Vec<Arc<PluginHandle>>>,
     tasks: std::sync::Mutex<Vec<(Arc<PluginHandle>, JoinHandle<()>)>>,
@@ -24,7 +24,7 @@ pub struct Manager {
 
 impl Manager {
     /// An empty manager.
-    pub fn new(ctx: Arc<Context>) -> Arc<Self> {
+    pub(crate) fn new(ctx: Arc<Context>) -> Arc<Self> {
         Arc::new(Self {
             ctx,
             plugins: RwLock::new(Vec::new()),
@@ -33,13 +33,13 @@ impl Manager {
     }
 
     /// The shared context.
-    pub fn context(&self) -> &Arc<Context> {
+    pub(crate) fn context(&self) -> &Arc<Context> {
         &self.ctx
     }
 
     /// Takes over `found`: valid plugins get a supervisor (which starts them
     /// unless disabled or failed), invalid ones are only listed.
-    pub fn load(&self, found: Vec<Discovered>) {
+    pub(crate) fn load(&self, found: Vec<Discovered>) {
         let handles: Vec<_> = found.into_iter().map(|plugin| self.adopt(plugin)).collect();
         self.plugins
             .write()
@@ -88,14 +88,14 @@ impl Manager {
     }
 
     /// Resolves when every plugin has started, failed, or is not to run.
-    pub async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         for plugin in self.list() {
             plugin.settled().await;
         }
     }
 
     /// Every plugin, in discovery order.
-    pub fn list(&self) -> Vec<Arc<PluginHandle>> {
+    pub(crate) fn list(&self) -> Vec<Arc<PluginHandle>> {
         self.plugins
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -103,7 +103,7 @@ impl Manager {
     }
 
     /// The ids and routes the valid plugins hold, for a rescan.
-    pub fn held(&self) -> Vec<discovery::Held> {
+    pub(crate) fn held(&self) -> Vec<discovery::Held> {
         self.list()
             .iter()
             .filter_map(|p| {
@@ -116,7 +116,7 @@ impl Manager {
     }
 
     /// The plugin with `id` (a valid one first).
-    pub fn find(&self, id: &str) -> Option<Arc<PluginHandle>> {
+    pub(crate) fn find(&self, id: &str) -> Option<Arc<PluginHandle>> {
         let plugins = self.plugins.read().unwrap_or_else(PoisonError::into_inner);
         plugins
             .iter()
@@ -126,7 +126,7 @@ impl Manager {
     }
 
     /// The valid plugin serving `route` (`/name`).
-    pub fn by_route(&self, route: &str) -> Option<Arc<PluginHandle>> {
+    pub(crate) fn by_route(&self, route: &str) -> Option<Arc<PluginHandle>> {
         self.plugins
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -156,7 +156,7 @@ impl Manager {
     }
 
     /// Stops every plugin (concurrently) and waits for their supervisors.
-    pub async fn shutdown(&self, timeout: Duration) {
+    pub(crate) async fn shutdown(&self, timeout: Duration) {
         self.stop(&self.list(), timeout).await;
     }
 }

@@ -5,39 +5,39 @@
 //! plain data, and `crate::daemon` is the one adapter to the API.
 
 /// What the administrator asks of a plugin.
-pub mod command;
+pub(crate) mod command;
 /// What every supervisor needs.
-pub mod context;
+pub(crate) mod context;
 /// Finding plugin executables and reading their metadata.
-pub mod discovery;
+pub(crate) mod discovery;
 /// Failures of forwarding and of commands, with their causes.
-pub mod error;
+pub(crate) mod error;
 /// What torud knows of one plugin, shared with the API.
-pub mod handle;
+pub(crate) mod handle;
 /// A plugin's namespaces: torud's state and other plugins' sockets hidden.
-pub mod isolation;
+pub(crate) mod isolation;
 /// A protocol-2 plugin's storage calls.
-pub mod kv;
+pub(crate) mod kv;
 /// Plugin processes an earlier torud left running.
-pub mod leftovers;
+pub(crate) mod leftovers;
 /// Forwarding requests in protocol 1 or 2.
-pub mod link;
+pub(crate) mod link;
 /// Plugin output: ring buffer and journal events.
-pub mod logs;
+pub(crate) mod logs;
 /// Every plugin and its supervisor.
-pub mod manager;
+pub(crate) mod manager;
 /// When a plugin that died is started again, and when it is given up on.
-pub mod policy;
+pub(crate) mod policy;
 /// Starting and signalling plugin processes.
-pub mod process;
+pub(crate) mod process;
 /// Applying a rescan of the plugin folders (SIGHUP).
-pub mod reload;
+pub(crate) mod reload;
 /// Forking children that die with torud.
-pub mod spawner;
+pub(crate) mod spawner;
 /// Keeping one plugin running: the I/O of its life.
-pub mod supervisor;
+pub(crate) mod supervisor;
 
-pub use command::Command;
-pub use context::Context;
-pub use handle::{PluginHandle, State};
-pub use manager::Manager;
+pub(crate) use command::Command;
+pub(crate) use context::Context;
+pub(crate) use handle::{PluginHandle, State};
+pub(crate) use manager::Manager;

@@ -14,7 +14,7 @@ use crate::config::RestartPolicy;
 
 /// Where a supervisor is between runs of the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Start the process (again).
     Run,
     /// Wait this long, then [`Phase::Run`].
@@ -29,7 +29,7 @@ pub enum Phase {
 
 /// What a move records, besides the phase it leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Nothing.
     None,
     /// Persist `enabled`, clear `failed` and the failure history; `cleared` when it was failed.
@@ -45,11 +45,11 @@ pub enum Effect {
 
 /// One move: where to go, and what to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
+pub(crate) struct Step {
     /// The next phase.
-    pub next: Phase,
+    pub(crate) next: Phase,
     /// What to record.
-    pub effect: Effect,
+    pub(crate) effect: Effect,
 }
 
 impl Step {
@@ -61,7 +61,7 @@ impl Step {
 /// Where `command` leads from `phase`, the process not running (`None`: every sender of
 /// commands is gone, which means stop). In [`Phase::Backoff`], the wait ending is
 /// [`Phase::Run`] without a command.
-pub fn while_down(phase: &Phase, command: Option<Command>) -> Step {
+pub(crate) fn while_down(phase: &Phase, command: Option<Command>) -> Step {
     use Command::{Disable, Enable, Restart, Stop};
     match (phase, command) {
         (_, Some(Stop) | None) => Step::to(Phase::Exit, Effect::None),
@@ -80,7 +80,7 @@ pub fn while_down(phase: &Phase, command: Option<Command>) -> Step {
 
 /// What `command` does to a running process: `None` to leave it running, else it is
 /// stopped and the step taken.
-pub fn while_running(command: Option<Command>) -> Option<Step> {
+pub(crate) fn while_running(command: Option<Command>) -> Option<Step> {
     match command {
         Some(Command::Enable) => None,
         Some(Command::Restart) => Some(Step::to(Phase::Run, Effect::Restarted)),
@@ -90,7 +90,7 @@ pub fn while_running(command: Option<Command>) -> Option<Step> {
 }
 
 /// The phase a supervisor starts in, from the persisted record.
-pub fn first(enabled: bool, failed: Option<String>) -> Phase {
+pub(crate) fn first(enabled: bool, failed: Option<String>) -> Phase {
     match (enabled, failed) {
         (false, _) => Phase::Disabled,
         (true, Some(reason)) => Phase::Failed(reason),
@@ -100,7 +100,7 @@ pub fn first(enabled: bool, failed: Option<String>) -> Phase {
 
 /// What follows a crash.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AfterCrash {
+pub(crate) enum AfterCrash {
     /// Start it again after this wait.
     Restart(Duration),
     /// It failed too often: this says how.
@@ -109,7 +109,7 @@ pub enum AfterCrash {
 
 /// A plugin's recent crashes: the failure window and the backoff level.
 #[derive(Debug, Default)]
-pub struct Restarts {
+pub(crate) struct Restarts {
     failures: VecDeque<Instant>,
     level: u32,
 }
@@ -121,7 +121,7 @@ impl Restarts {
     /// `max_failures` crashes within `failure_window` give it up; otherwise the wait is
     /// `backoff_initial`, doubled for each crash since it was last stable, at most
     /// `backoff_max`.
-    pub fn crashed(
+    pub(crate) fn crashed(
         &mut self,
         policy: &RestartPolicy,
         now: Instant,
@@ -155,7 +155,7 @@ impl Restarts {
     }
 
     /// The administrator enabled it or cleared `failed`: the history is gone.
-    pub fn forget(&mut self) {
+    pub(crate) fn forget(&mut self) {
         self.failures.clear();
         self.level = 0;
     }

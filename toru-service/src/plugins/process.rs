@@ -20,21 +20,21 @@ const INHERITED: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ", "RUST_LOG", "RUST_B
 
 /// What a plugin is told through its environment.
 #[derive(Debug, Clone)]
-pub struct PluginEnv<'a> {
+pub(crate) struct PluginEnv<'a> {
     /// `TORU_PLUGIN_SOCKET`.
-    pub socket: &'a Path,
+    pub(crate) socket: &'a Path,
     /// `TORU_PLUGIN_ID`.
-    pub plugin_id: &'a str,
+    pub(crate) plugin_id: &'a str,
     /// `TORU_INSTANCE_ID`.
-    pub instance_id: &'a str,
+    pub(crate) instance_id: &'a str,
     /// Working directory and `HOME`.
-    pub home: &'a Path,
+    pub(crate) home: &'a Path,
 }
 
 /// Starts `path` with stdout and stderr piped to torud, inside `group`
 /// when given (it is there before it runs), and in namespaces of its own
 /// when `isolation` is given (entered after joining the group).
-pub async fn spawn(
+pub(crate) async fn spawn(
     path: &Path,
     env: &PluginEnv<'_>,
     group: Option<&PluginGroup>,
@@ -75,7 +75,7 @@ pub async fn spawn(
 }
 
 /// Sends `signal` to the process group led by `pid`; a group already gone is fine.
-pub fn signal_group(pid: Option<u32>, signal: Signal) {
+pub(crate) fn signal_group(pid: Option<u32>, signal: Signal) {
     let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
         return;
     };
@@ -87,12 +87,12 @@ pub fn signal_group(pid: Option<u32>, signal: Signal) {
 }
 
 /// SIGKILL to the whole process group led by `pid`.
-pub fn kill_group(pid: Option<u32>) {
+pub(crate) fn kill_group(pid: Option<u32>) {
     signal_group(pid, Signal::SIGKILL);
 }
 
 /// How a process ended, for people and for the event log.
-pub fn describe_exit(status: &std::process::ExitStatus) -> String {
+pub(crate) fn describe_exit(status: &std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with code {code}"),

@@ -13,13 +13,13 @@ use crate::store::EventKind;
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Plugins started for the first time.
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// Plugins stopped and started from a new binary or metadata.
-    pub replaced: Vec<String>,
+    pub(crate) replaced: Vec<String>,
     /// Plugins stopped because their file is gone.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
 }
 
 impl std::fmt::Display for Changes {
@@ -47,7 +47,7 @@ fn same(handle: &PluginHandle, found: &Discovered) -> bool {
 impl Manager {
     /// Applies a new scan; waits for stopped plugins to be gone before
     /// starting their successors (they may share an id and a socket).
-    pub async fn reload(&self, found: Vec<Discovered>) -> Changes {
+    pub(crate) async fn reload(&self, found: Vec<Discovered>) -> Changes {
         let current = self.list();
         let mut changes = Changes::default();
         let mut keep: Vec<Option<Arc<PluginHandle>>> = Vec::with_capacity(found.len());

@@ -58,7 +58,7 @@ fn forker() -> io::Result<&'static mpsc::Sender<Job>> {
 
 /// A command for `program` whose child the kernel kills when torud dies:
 /// its first hook between fork and exec asks for that, before any other.
-pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+pub(crate) fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut command = Command::new(program);
     die_with_parent(&mut command);
     command
@@ -66,7 +66,7 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
 
 /// Starts `command` (made by [`command`]) from the thread kept for forking.
 /// Call from within a tokio runtime.
-pub async fn spawn(command: Command) -> io::Result<Child> {
+pub(crate) async fn spawn(command: Command) -> io::Result<Child> {
     let (reply, answer) = oneshot::channel();
     let job = Job {
         command,

@@ -46,7 +46,7 @@ enum Outcome {
 }
 
 /// Runs until [`Command::Stop`] (or until every sender of commands is gone).
-pub async fn supervise(
+pub(crate) async fn supervise(
     handle: Arc<PluginHandle>,
     ctx: Arc<Context>,
     mut commands: mpsc::Receiver<Command>,

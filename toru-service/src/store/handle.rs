@@ -144,6 +144,13 @@ impl Handle {
     }
 }
 
+/// What the store file at `path` (a backup) holds, every value checked (see
+/// [`super::inspect`]), on the blocking pool.
+pub async fn inspect(path: &Path) -> StoreResult<Counts> {
+    let path = path.to_owned();
+    blocking(move || super::inspect(&path)).await
+}
+
 /// Runs `work` on the blocking pool; a panic that escaped the store's own shield (none
 /// should) is reported as a database error, not propagated.
 async fn blocking<T: Send + 'static>(

@@ -78,7 +78,7 @@ mod shield;
 pub use copy::{Counts, Fresh, Restored, inspect, restore, start_afresh};
 pub use error::{StoreError, StoreResult};
 use error::{classify, io_error};
-pub use handle::Handle;
+pub use handle::{Handle, inspect as inspect_async};
 pub use records::{Event, EventKind, PluginRecord, StoredEvent};
 use records::{decode, encode};
 use shield::{install_panic_hook, shielded};

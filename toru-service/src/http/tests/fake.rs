@@ -15,7 +15,8 @@ use http::HeaderValue;
 use http::header::SET_COOKIE;
 use toru_plugin_api::{HttpRequest, HttpResponse};
 
-use crate::api::{AdminKv, ApiError, Backend, LogLine, LogPage, LogQuery, PluginView, StatusView};
+use crate::api::{AdminKv, ApiError, Backend, LogPage, LogQuery, PluginView, StatusView};
+use crate::plugins::logs::LogLine;
 
 /// Canned answers, and a record of what the gateway asked.
 #[derive(Debug, Default)]

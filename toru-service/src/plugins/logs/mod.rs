@@ -9,55 +9,55 @@ mod reader;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub use reader::{CUT_MARK, MAX_LINE, RATE, spawn_reader};
+pub(crate) use reader::spawn_reader;
 use serde::Serialize;
 use tracing::Level;
 
 /// Lines kept per plugin for `GET /api/plugins/{id}/logs`...
-pub const RING_LINES: usize = 1000;
+pub(crate) const RING_LINES: usize = 1000;
 /// ...and at most this many bytes of them (long lines count for more).
-pub const RING_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const RING_BYTES: usize = 2 * 1024 * 1024;
 
 /// One line a plugin wrote .
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogLine {
+pub(crate) struct LogLine {
     /// When torud read it (RFC 3339).
-    pub timestamp: String,
+    pub(crate) timestamp: String,
     /// `error`, `warn`, `info`, `debug` or `trace`.
-    pub level: &'static str,
+    pub(crate) level: &'static str,
     /// The line, or its `message` field when the plugin wrote JSON.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// A page of log lines, newest last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogPage {
+pub(crate) struct LogPage {
     /// The plugin.
-    pub plugin: String,
+    pub(crate) plugin: String,
     /// Lines of this page, oldest first.
-    pub logs: Vec<LogLine>,
+    pub(crate) logs: Vec<LogLine>,
     /// Page number; 1 is the newest lines.
-    pub page: usize,
+    pub(crate) page: usize,
     /// Lines per page.
-    pub page_size: usize,
+    pub(crate) page_size: usize,
     /// Lines kept (after the level filter).
-    pub total: usize,
+    pub(crate) total: usize,
 }
 
 /// Which lines of the ring are wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogQuery {
+pub(crate) struct LogQuery {
     /// 1 = newest lines.
-    pub page: usize,
+    pub(crate) page: usize,
     /// Lines per page (1 to 1000).
-    pub page_size: usize,
+    pub(crate) page_size: usize,
     /// Only lines at this level or more severe.
-    pub min_level: Option<&'static str>,
+    pub(crate) min_level: Option<&'static str>,
 }
 
 /// The recent lines of one plugin.
 #[derive(Debug)]
-pub struct PluginLogs {
+pub(crate) struct PluginLogs {
     plugin: String,
     lines: Mutex<Ring>,
 }
@@ -71,7 +71,7 @@ struct Ring {
 
 impl PluginLogs {
     /// An empty ring for `plugin`.
-    pub fn new(plugin: &str) -> Arc<Self> {
+    pub(crate) fn new(plugin: &str) -> Arc<Self> {
         Arc::new(Self {
             plugin: plugin.to_owned(),
             lines: Mutex::new(Ring::default()),
@@ -79,7 +79,7 @@ impl PluginLogs {
     }
 
     /// Keeps `line` and emits it as a tracing event.
-    pub fn push(&self, level: &'static str, message: String) {
+    pub(crate) fn push(&self, level: &'static str, message: String) {
         emit(&self.plugin, level, &message);
         let line = LogLine {
             timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -98,13 +98,13 @@ impl PluginLogs {
 
     /// Every kept message, oldest first.
     #[cfg(test)]
-    pub fn messages(&self) -> Vec<String> {
+    pub(crate) fn messages(&self) -> Vec<String> {
         let ring = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         ring.lines.iter().map(|l| l.message.clone()).collect()
     }
 
     /// One page of lines, newest page first, lines oldest first within it.
-    pub fn page(&self, query: &LogQuery) -> LogPage {
+    pub(crate) fn page(&self, query: &LogQuery) -> LogPage {
         let ring = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         let kept: Vec<&LogLine> = ring
             .lines
@@ -140,7 +140,7 @@ fn severity(level: &str) -> u8 {
 }
 
 /// A JSON line's level and message; a plain line is `info` as it is.
-pub fn classify(line: &str) -> (&'static str, String) {
+pub(crate) fn classify(line: &str) -> (&'static str, String) {
     let line = line.trim_end_matches('\r');
     if line.starts_with('{')
         && let Ok(serde_json::Value::Object(object)) = serde_json::from_str(line)

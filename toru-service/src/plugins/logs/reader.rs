@@ -21,21 +21,21 @@ use tokio::task::JoinHandle;
 use super::{PluginLogs, classify};
 
 /// Longest line kept; the rest of a longer line is dropped.
-pub const MAX_LINE: usize = 16 * 1024;
+pub(crate) const MAX_LINE: usize = 16 * 1024;
 /// What each read asks of the pipe (a Linux pipe holds 64 KiB).
 const READ_SIZE: usize = 64 * 1024;
 /// Sustained lines per second accepted from one stream...
-pub const RATE: f64 = 500.0;
+pub(crate) const RATE: f64 = 500.0;
 /// ...after a burst of this many.
 const BURST: f64 = 2000.0;
 /// How long a flood must have ebbed before its dropped lines are counted in the log.
 const QUIET: Duration = Duration::from_secs(1);
 
 /// Appended to a line cut at [`MAX_LINE`].
-pub const CUT_MARK: &str = " [cut: line longer than 16384 bytes]";
+pub(crate) const CUT_MARK: &str = " [cut: line longer than 16384 bytes]";
 
 /// Reads `stream` to its end into `logs`.
-pub fn spawn_reader<R>(stream: R, logs: Arc<PluginLogs>) -> JoinHandle<()>
+pub(crate) fn spawn_reader<R>(stream: R, logs: Arc<PluginLogs>) -> JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
