@@ -38,7 +38,7 @@ pub enum PluginError {
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
 
-    /// A frame would exceed [`MAX_FRAME_LEN`](crate::codec::MAX_FRAME_LEN).
+    /// A frame would exceed the 16 MiB limit of a frame.
     #[error("message of {len} bytes exceeds the limit of {max} bytes")]
     TooLarge {
         /// Encoded size of the refused message.

@@ -45,27 +45,39 @@
 //! ```
 //!
 //! Every frame is `u32 big-endian length | u32 header length | JSON header | body`
-//! (see [`codec`]); protocol 1, for plugins of the first host, is one JSON
+//! (the `codec` module, feature `host`); protocol 1, for plugins of the first host, is one JSON
 //! document per length-prefixed frame. `docs/PROTOCOL.md` specifies both.
 //!
 //! # Layout
 //!
-//! * [`protocol`] — message types: [`protocol::v1`] (legacy shapes, kept byte
-//!   for byte), [`protocol::v2`], and [`PluginMetadata`].
-//! * [`codec`] — framing on `tokio_util`'s `LengthDelimitedCodec`, [`codec::MAX_FRAME_LEN`].
-//! * `runtime` — [`run`] and [`PluginServer`]: the plugin's side of a connection.
-//! * [`host`] — the host's side of a protocol-2 connection (torud, tests, benches).
-//! * `kv` — [`PluginKvStore`], the plugin's storage calls to the host.
-//! * [`logging`] — JSON log lines on stderr.
-//! * [`error`] — [`PluginError`].
+//! What a plugin author uses is at the crate root: [`ToruPlugin`], [`run`],
+//! [`PluginMetadata`], [`PluginContext`] with [`PluginKvStore`] and
+//! [`PluginConfig`], [`HttpRequest`], [`HttpResponse`], [`PluginError`].
+//!
+//! * [`compat`] — protocol 1, for code written against SDK 0.1 and for
+//!   plugins of the first host: its message types and [`PluginProtocol`].
+//! * [`logging`] — JSON log lines on stderr (what [`run`] sets up).
+//! * `host` (feature `host`) — the host's side of a protocol-2 connection:
+//!   torud, and a plugin's own tests (`host::MemoryKv` as their storage).
+//! * `protocol`, `codec` (feature `host`) — the wire: message types of both
+//!   versions, and framing on `tokio_util`'s `LengthDelimitedCodec`.
+//! * `runtime`, `kv`, `link`, `types`, `plugin` — inside: the plugin's side
+//!   of a connection, its storage calls, the writer task both ends share.
 
 #![forbid(unsafe_code)]
 
 /// Framing shared by both protocol versions.
+#[cfg(feature = "host")]
 pub mod codec;
+#[cfg(not(feature = "host"))]
+#[allow(unreachable_pub, dead_code)]
+mod codec;
+/// Protocol 1, as SDK 0.1 and the first host spoke it.
+pub mod compat;
 /// The SDK's error type.
-pub mod error;
+mod error;
 /// The host's end of a protocol-2 connection.
+#[cfg(feature = "host")]
 pub mod host;
 /// The plugin's key-value storage client.
 mod kv;
@@ -76,25 +88,38 @@ pub mod logging;
 /// The `ToruPlugin` trait.
 mod plugin;
 /// Message types of both protocol versions, and plugin metadata.
+#[cfg(feature = "host")]
 pub mod protocol;
+#[cfg(not(feature = "host"))]
+#[allow(unreachable_pub, dead_code)]
+mod protocol;
 /// Runs a plugin: arguments, socket, connections, shutdown.
 mod runtime;
 /// Requests, responses, config and context handed to plugins.
 mod types;
 
+pub use compat::{LifecycleInitPayload, MessagePayload, PluginProtocol};
 pub use error::{PluginError, PluginResult};
 pub use kv::{KV_TIMEOUT, KvPage, PluginKvStore};
 pub use plugin::ToruPlugin;
-pub use protocol::v1::{LifecycleInitPayload, Message, MessagePayload};
-pub use protocol::{PROTOCOL_VERSION, PluginMetadata, PluginProtocol};
+pub use protocol::v2::{ErrorCode, Limits};
+pub use protocol::{PROTOCOL_VERSION, PluginMetadata};
 pub use runtime::{PluginServer, SIGNAL_SHUTDOWN_DEADLINE, SOCKET_ENV, run};
 pub use types::{HttpRequest, HttpResponse, KvOp, PluginConfig, PluginContext};
 
+/// The protocol-1 message of SDK 0.1, kept so that its code still builds.
+#[deprecated(
+    since = "0.2.0",
+    note = "this is protocol 1's message: name it `toru_plugin_api::compat::Message`"
+)]
+pub type Message = compat::Message;
+
 /// Re-exported for header names and status codes.
 pub use http;
-/// The README's examples, compiled as doctests so they stay true.
+/// The README's examples, compiled as doctests so they stay true (the
+/// testing example needs the `host` feature).
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "host"))]
 pub struct ReadmeDoctests;
 
 /// Re-exported so plugins log through the same `tracing` the SDK sets up.

@@ -156,6 +156,7 @@ impl Link {
     }
 
     /// Resolves when the link is closed.
+    #[cfg(feature = "host")]
     pub(crate) async fn closed(&self) {
         self.closed.cancelled().await;
     }

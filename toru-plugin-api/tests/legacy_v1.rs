@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::net::UnixStream;
-use toru_plugin_api::protocol::v1::{
-    HttpPayload, HttpResponsePayload, KvOp, LifecyclePayload, MessageType, decode_http_response,
+use toru_plugin_api::compat::{
+    HttpPayload, HttpResponsePayload, KvOp, LifecyclePayload, Message, MessageType,
+    decode_http_response,
 };
-use toru_plugin_api::{
-    LifecycleInitPayload, Message, MessagePayload, PluginMetadata, PluginProtocol,
-};
+use toru_plugin_api::{LifecycleInitPayload, MessagePayload, PluginMetadata, PluginProtocol};
 
 const INIT: &[u8] = include_bytes!("data/v1/init.core.json");
 const SHUTDOWN: &[u8] = include_bytes!("data/v1/shutdown.core.json");
@@ -606,7 +605,17 @@ async fn python_plugin_removes_its_socket_on_sigterm() {
 fn null_headers_from_a_plugin_read_as_none() {
     let frame =
         br#"{"type":"http","request_id":"r","payload":{"status":200,"headers":null,"body":"x"}}"#;
-    let (id, response) = toru_plugin_api::protocol::v1::decode_http_response(frame).unwrap();
+    let (id, response) = toru_plugin_api::compat::decode_http_response(frame).unwrap();
     assert_eq!(id.as_deref(), Some("r"));
     assert!(response.headers.is_empty());
+}
+
+/// Code written against SDK 0.1 names the protocol-1 message at the crate
+/// root: it still builds (with a deprecation warning) and is the same type.
+#[test]
+#[allow(deprecated)]
+fn sdk_0_1_names_still_build() {
+    let old: toru_plugin_api::Message = toru_plugin_api::Message::shutdown();
+    let new: Message = old.clone();
+    assert_eq!(old, new);
 }
