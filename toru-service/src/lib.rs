@@ -7,26 +7,37 @@
 //! the admin API.
 //!
 //! ```text
-//!  clients ──HTTP──▶ http (hyper) ──Backend──▶ daemon ──▶ plugins::Manager
-//!                                                 │          │ one supervisor per plugin
+//!  clients ──HTTP──▶ http ──Backend──▶ daemon ──▶ plugins (domain) ──▶ plugin processes
+//!                    (statuses,         (the one    Manager, one supervisor each,
+//!                     views)             adapter)   its policy apart from its I/O
+//!                                                 │          │
 //!                                                 ▼          ▼
-//!                                               store ◀── plugin KV calls (protocol 2)
+//!                                     store::Handle ◀── plugin KV calls (protocol 2)
 //! ```
+//!
+//! docs/ARCHITECTURE.md draws the same on a page: the path of a request and
+//! of a KV call, and who owns which state.
 //!
 //! # Layout
 //!
-//! * [`config`] — `toru.toml` into validated [`Settings`].
-//! * [`store`] — redb: instance id, plugin KV, plugin state, events.
-//! * [`plugins`] — discovery, supervision, processes, links, logs.
-//! * [`cgroup`] — torud's delegated cgroup: one group per plugin, limits, kill.
-//! * [`http`] — the hyper server, routes, auth.
-//! * [`api`] — the seam between `http` and the rest; errors → statuses.
-//! * [`daemon`] — [`api::Backend`] over manager, store and metrics.
-//! * [`metrics`] — Prometheus exposition.
+//! * [`config`] — `toru.toml` into validated [`Settings`]; the settings in
+//!   force ([`config::LiveSettings`]) and what a reload may change.
+//! * [`store`] — redb: instance id, plugin KV, plugin state, events; its async
+//!   [`store::Handle`], backups and recovery.
+//! * `plugins` — the domain: discovery, supervision and its policy,
+//!   processes, links, logs; its own errors, no HTTP.
+//! * `cgroup` — torud's delegated cgroup: one group per plugin, limits, kill.
+//! * [`http`] — the hyper server, routes, auth; it sees only `api`.
+//! * `api` — what the gateway may ask (`Backend`), views, `ApiError` → status.
+//! * `daemon` — the adapter: `Backend` over the domain, domain errors to
+//!   `ApiError` in one place.
+//! * `service` — torud's life: start, serve, reload, stop ([`run`]).
+//! * `metrics` — Prometheus exposition.
 //! * [`listen`] — binding the configured listeners.
 //! * [`systemd`] — socket activation, sd_notify, watchdog, journal detection.
 //! * [`signals`] — SIGTERM/SIGINT and SIGHUP into [`Control`] messages.
 //! * [`logging`] — the journal when stderr is the journal, else stderr.
+//! * [`report`] — an error with its causes, for logs.
 //! * [`cli`] — `toructl`, the command line over the API.
 //! * [`torud_args`] — `torud`'s command line and `torud(8)`.
 

@@ -1,5 +1,5 @@
 //! `toructl`, the sysadmin's command line for torud: the clap definition,
-//! and [`main`], which the binary calls.
+//! and [`main`](crate::cli::main), which the binary calls.
 //!
 //! toructl talks to torud's HTTP API over the admin Unix socket
 //! (`/run/toru/toru.sock`, the path of `toru-admin.socket`; `--socket` or
@@ -17,7 +17,7 @@
 //! * `kv` — `kv get|set|delete|list`.
 //! * `store` — `store backup`.
 //! * `output` — tables, colour, JSON.
-//! * `error` — [`CliError`](error::CliError) and the exit codes.
+//! * `error` — `CliError` and the exit codes.
 
 /// HTTP to torud.
 pub(crate) mod client;

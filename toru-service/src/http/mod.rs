@@ -2,8 +2,8 @@
 //! with hyper over HTTP/1.1 and HTTP/2.
 //!
 //! The gateway knows HTTP and nothing else: every answer comes from the
-//! [`Backend`](crate::api::Backend), and every failure becomes a status in
-//! [`ApiError::status`](crate::api::ApiError::status), rendered by `respond`.
+//! `Backend`, and every failure becomes a status in
+//! `ApiError::status`, rendered by `respond`.
 //!
 //! # Routes
 //!
@@ -11,11 +11,11 @@
 //! |---|---|---|
 //! | GET | `/api/health` | `{"status":"ok"}`, never needs the token |
 //! | GET | `/api/instance` | `{"instance_id": ..}` |
-//! | GET | `/api/status` | [`StatusView`](crate::api::StatusView) |
+//! | GET | `/api/status` | `StatusView` |
 //! | GET | `/api/plugins` | `[PluginView, ..]` |
-//! | GET | `/api/plugins/{id}` | [`PluginView`](crate::api::PluginView) |
+//! | GET | `/api/plugins/{id}` | `PluginView` |
 //! | POST | `/api/plugins/{id}/enable`, `/disable`, `/restart` | `{"success": true}` |
-//! | GET | `/api/plugins/{id}/logs?page=&page_size=&level=` | [`LogPage`](crate::api::LogPage) |
+//! | GET | `/api/plugins/{id}/logs?page=&page_size=&level=` | `LogPage` |
 //! | GET | `/api/events?plugin=&limit=` | `{"events": [..]}` |
 //! | POST | `/api/plugins/{id}/kv` | what the backend answers, `{"value": ..}` |
 //! | GET | `/api/plugins/{id}/bundle.js` | the plugin's script, `Cache-Control: no-store` |

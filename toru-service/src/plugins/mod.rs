@@ -28,7 +28,7 @@ pub(crate) mod logs;
 pub(crate) mod manager;
 /// When a plugin that died is started again, and when it is given up on.
 pub(crate) mod policy;
-/// Starting and signalling plugin processes.
+/// Starting, signalling and stopping plugin processes.
 pub(crate) mod process;
 /// Applying a rescan of the plugin folders (SIGHUP).
 pub(crate) mod reload;

@@ -1,7 +1,8 @@
 //! One plugin process: started with a clean environment in a process group
 //! of its own, and in its own cgroup when torud has them, so that stopping
 //! it also stops everything it started (a process group can be left with
-//! `setsid`, a cgroup cannot); killed by the kernel if torud dies.
+//! `setsid`, a cgroup cannot); killed by the kernel if torud dies; and
+//! stopped gracefully: `shutdown`, a grace period, SIGTERM, SIGKILL.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -10,9 +11,19 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::Child;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+
 use crate::cgroup::PluginGroup;
+use crate::plugins::handle::PluginHandle;
 use crate::plugins::isolation::Isolation;
+use crate::plugins::link::PluginLink;
 use crate::plugins::spawner;
+
+/// How long a plugin has to exit after SIGTERM before SIGKILL.
+const SIGTERM_GRACE: Duration = Duration::from_secs(2);
 
 /// Variables a plugin inherits from torud; everything else (systemd's
 /// `NOTIFY_SOCKET`, `LISTEN_*`, `WATCHDOG_*`, `INVOCATION_ID`, ...) is withheld.
@@ -102,5 +113,64 @@ pub(crate) fn describe_exit(status: &std::process::ExitStatus) -> String {
             format!("killed by signal {name}")
         }
         _ => format!("ended ({status})"),
+    }
+}
+
+/// Stops the process: `shutdown` (when `link` is given) and up to `grace`
+/// for it to exit, then SIGTERM and 2 s, then SIGKILL of the whole group.
+pub(crate) async fn stop_process(
+    handle: &PluginHandle,
+    child: &mut Child,
+    link: Option<&Arc<PluginLink>>,
+    grace: Duration,
+) {
+    handle.set_link(None);
+    let pid = child.id();
+    if let Some(link) = link {
+        match link.as_ref() {
+            PluginLink::V2(connection) => {
+                if let Err(e) = connection.shutdown(grace).await {
+                    tracing::debug!(plugin = %handle.id, error = %e, "shutdown message not sent");
+                }
+            }
+            PluginLink::V1(legacy) => legacy.shutdown().await,
+        }
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            kill_group(pid);
+            remove_socket(handle);
+            return;
+        }
+        warn!(plugin = %handle.id, ?grace, "plugin did not exit in time; sending SIGTERM");
+    }
+    signal_group(pid, Signal::SIGTERM);
+    if tokio::time::timeout(SIGTERM_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        warn!(plugin = %handle.id, "plugin ignored SIGTERM; sending SIGKILL");
+    }
+    kill_group(pid);
+    let _ = child.wait().await;
+    remove_socket(handle);
+}
+
+/// The sockets folder exists (0700) and no stale socket is in the way.
+pub(crate) fn prepare_socket(handle: &PluginHandle) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = handle.socket.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    remove_socket(handle);
+    Ok(())
+}
+
+pub(crate) fn remove_socket(handle: &PluginHandle) {
+    match std::fs::remove_file(&handle.socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(plugin = %handle.id, error = %e, "cannot remove the plugin's socket"),
     }
 }

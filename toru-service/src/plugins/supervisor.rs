@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-use tokio::process::Child;
 use tokio::sync::mpsc;
 use toru_plugin_api::host::{HostConnection, InitParams};
 use toru_plugin_api::protocol::v2::Limits;
@@ -23,15 +21,15 @@ use super::leftovers;
 use super::link::{LegacyLink, PluginLink};
 use super::logs::spawn_reader;
 use super::policy::{self, AfterCrash, Effect, Phase, Restarts, Step};
-use super::process::{PluginEnv, describe_exit, kill_group, signal_group, spawn};
+use super::process::{
+    PluginEnv, describe_exit, kill_group, prepare_socket, remove_socket, spawn, stop_process,
+};
 use crate::cgroup::PluginGroup;
 use crate::store::EventKind;
 
 /// How long a process that closed its connection has to exit: its exit
 /// status says more than the closed connection.
 const EXIT_STATUS_WAIT: Duration = Duration::from_millis(500);
-/// How long a plugin has to exit after SIGTERM before SIGKILL.
-const SIGTERM_GRACE: Duration = Duration::from_secs(2);
 /// How often a starting plugin's socket is tried.
 const CONNECT_RETRY: Duration = Duration::from_millis(20);
 /// The least time `init` is given, however little of the start timeout is left.
@@ -408,64 +406,5 @@ async fn connect(handle: &PluginHandle, ctx: &Context) -> Result<PluginLink, Str
             .await
             .map(PluginLink::V1)
             .map_err(|e| format!("init failed: {e}"))
-    }
-}
-
-/// Stops the process: `shutdown` (when `link` is given) and up to `grace`
-/// for it to exit, then SIGTERM and 2 s, then SIGKILL of the whole group.
-async fn stop_process(
-    handle: &PluginHandle,
-    child: &mut Child,
-    link: Option<&Arc<PluginLink>>,
-    grace: Duration,
-) {
-    handle.set_link(None);
-    let pid = child.id();
-    if let Some(link) = link {
-        match link.as_ref() {
-            PluginLink::V2(connection) => {
-                if let Err(e) = connection.shutdown(grace).await {
-                    tracing::debug!(plugin = %handle.id, error = %e, "shutdown message not sent");
-                }
-            }
-            PluginLink::V1(legacy) => legacy.shutdown().await,
-        }
-        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
-            kill_group(pid);
-            remove_socket(handle);
-            return;
-        }
-        warn!(plugin = %handle.id, ?grace, "plugin did not exit in time; sending SIGTERM");
-    }
-    signal_group(pid, Signal::SIGTERM);
-    if tokio::time::timeout(SIGTERM_GRACE, child.wait())
-        .await
-        .is_err()
-    {
-        warn!(plugin = %handle.id, "plugin ignored SIGTERM; sending SIGKILL");
-    }
-    kill_group(pid);
-    let _ = child.wait().await;
-    remove_socket(handle);
-}
-
-/// The sockets folder exists (0700) and no stale socket is in the way.
-fn prepare_socket(handle: &PluginHandle) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if let Some(dir) = handle.socket.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    remove_socket(handle);
-    Ok(())
-}
-
-fn remove_socket(handle: &PluginHandle) {
-    match std::fs::remove_file(&handle.socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => warn!(plugin = %handle.id, error = %e, "cannot remove the plugin's socket"),
     }
 }

@@ -6,8 +6,8 @@
 //! |-----------|---------------------------|-----------------------------------------|
 //! | `meta`    | `&str`                    | `&str`: `schema_version`, `instance_id` |
 //! | `kv`      | `(&str plugin, &str key)` | the plugin's bytes, sealed              |
-//! | `plugins` | `&str` plugin id          | JSON [`PluginRecord`], sealed           |
-//! | `events`  | `u64` sequence number     | JSON [`Event`], sealed                  |
+//! | `plugins` | `&str` plugin id          | JSON [`PluginRecord`](crate::store::PluginRecord), sealed           |
+//! | `events`  | `u64` sequence number     | JSON [`Event`](crate::store::Event), sealed                  |
 //!
 //! Plugin data is keyed by a tuple, which redb encodes with a length prefix on the plugin id, so
 //! no choice of key or prefix can make one plugin's keys collide with or sort into another's;
@@ -24,26 +24,26 @@
 //! either wholly applied or not at all. Quick repair is turned on for every write, so reopening
 //! after `kill -9` does not rebuild the allocator state by walking the whole file.
 //!
-//! Only one torud may use a state directory: [`Store::open`] takes an exclusive lock on
+//! Only one torud may use a state directory: [`Store::open`](crate::store::Store::open) takes an exclusive lock on
 //! `state_dir/torud.lock` (holding the owner's pid) before it touches the database, and the
-//! lock is released when the [`Store`] is dropped or the process dies.
+//! lock is released when the [`Store`](crate::store::Store) is dropped or the process dies.
 //!
 //! # Damage
 //!
 //! Damaged data is found and said, never served as good data:
 //!
 //! * the instance id is kept in `state_dir/instance-id` too, so a database that is gone or
-//!   empty while the installation exists is refused ([`StoreError::Lost`]), not silently made
-//!   anew, and a database of another installation is refused ([`StoreError::Mismatch`]);
+//!   empty while the installation exists is refused ([`StoreError::Lost`](crate::store::StoreError::Lost)), not silently made
+//!   anew, and a database of another installation is refused ([`StoreError::Mismatch`](crate::store::StoreError::Mismatch));
 //! * at start (always, or after an unclean stop only: `[store] verify_on_start`) redb checks
-//!   the checksum of every page, and damage refuses the open ([`StoreError::Corrupt`]);
-//! * every value carries a checksum of its own ([`seal`]), checked at each read; a value that
-//!   fails it, or that redb cannot read, is [`StoreError::Damaged`], logged once at ERROR with
-//!   the plugin and key. redb panics on some damaged pages: that is caught ([`shielded`]) and
+//!   the checksum of every page, and damage refuses the open ([`StoreError::Corrupt`](crate::store::StoreError::Corrupt));
+//! * every value carries a checksum of its own (`seal`), checked at each read; a value that
+//!   fails it, or that redb cannot read, is [`StoreError::Damaged`](crate::store::StoreError::Damaged), logged once at ERROR with
+//!   the plugin and key. redb panics on some damaged pages: that is caught (`shield`) and
 //!   reported the same way, without a backtrace.
 //!
-//! Recovery: [`Store::backup`] (a consistent copy taken while torud runs), [`restore`] and
-//! [`start_afresh`] (with torud stopped), in `copy.rs`.
+//! Recovery: [`Store::backup`](crate::store::Store::backup) (a consistent copy taken while torud runs), [`restore`](crate::store::restore) and
+//! [`start_afresh`](crate::store::start_afresh) (with torud stopped), in `copy.rs`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;

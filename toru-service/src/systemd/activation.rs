@@ -1,7 +1,7 @@
 //! Socket activation: the listeners systemd passes (`LISTEN_FDS`), told
 //! apart by `FileDescriptorName=` (`http`, `admin`).
 //!
-//! [`take`] must run before any thread exists: it reads and unsets the
+//! [`take`](crate::systemd::activation::take) must run before any thread exists: it reads and unsets the
 //! `LISTEN_*` variables (so plugins never inherit them).
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
