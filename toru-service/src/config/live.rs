@@ -142,4 +142,22 @@ mod tests {
         assert_eq!(waiting, read_at_start().collect::<Vec<_>>());
         assert_eq!(merged, old);
     }
+
+    #[test]
+    fn the_documentation_says_which_keys_wait_for_a_restart() {
+        let docs = include_str!("../../../docs/CONFIGURATION.md");
+        let table = docs
+            .split("## What a reload changes")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap();
+        for key in read_at_start() {
+            let name = key.rsplit('.').next().unwrap();
+            let row = table
+                .lines()
+                .find(|line| line.contains(&format!("`{name}`")))
+                .unwrap_or_else(|| panic!("{key} is not in the table"));
+            assert!(row.contains("next start of torud"), "{key}: {row}");
+        }
+    }
 }
