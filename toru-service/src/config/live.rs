@@ -155,7 +155,7 @@ mod tests {
             let name = key.rsplit('.').next().unwrap();
             let row = table
                 .lines()
-                .find(|line| line.contains(&format!("`{name}`")))
+                .find(|line| line.contains(&format!("{name}`")))
                 .unwrap_or_else(|| panic!("{key} is not in the table"));
             assert!(row.contains("next start of torud"), "{key}: {row}");
         }
