@@ -252,3 +252,36 @@ async fn many_concurrent_requests_to_a_legacy_plugin_all_succeed() {
         assert_eq!(call.await.unwrap(), 200);
     }
 }
+
+/// A request that fails on the plugin's side is logged by torud once, with
+/// the plugin, the request path and the cause chain; a 404 is not logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_forward_is_logged_once_with_plugin_path_and_cause() {
+    let setup = Setup::new();
+    let mut torud = setup.start().await;
+    let pid = torud.plugin("hello").await["pid"].as_u64().unwrap() as u32;
+    let slow = torud.probe();
+    let request =
+        tokio::spawn(async move { slow.get("/api/plugins/route/hello/slow?ms=10000").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    signal(pid, "KILL");
+    let answer = request.await.unwrap();
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    assert_eq!(torud.get("/api/plugins/route/nosuch/").await.status, 404);
+    let (_, log) = torud.stop();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    let line = failed[0];
+    assert!(
+        line.contains("WARN")
+            && line.contains("plugin=\"hello\"")
+            && line.contains("/slow?ms=10000")
+            && line.contains("status=502")
+            && line.contains("error="),
+        "{line}"
+    );
+    assert!(!log.contains("nosuch"), "a 404 was logged: {log}");
+}

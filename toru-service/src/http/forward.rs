@@ -44,7 +44,9 @@ pub(crate) fn plugin_request(parts: &request::Parts, rest: &str, body: Bytes) ->
     }
 }
 
-/// A plugin's answer to a forwarded request, as the client gets it.
+/// A plugin's answer to a forwarded request, as the client gets it. (torud's domain refuses
+/// an answer with a status that is not final before it gets here; the check stays for
+/// any backend.)
 pub(crate) fn client_response(answer: HttpResponse) -> Result<Response<Body>, ApiError> {
     let status = StatusCode::from_u16(answer.status)
         .ok()

@@ -246,8 +246,8 @@ impl PluginHandle {
             .map_err(|_| CommandError::Stopping)
     }
 
-    /// Forwards `request` if the plugin runs; an answer with a status that is not one is
-    /// the plugin's failure too.
+    /// Forwards `request` if the plugin runs; an answer whose status is not a final one
+    /// is the plugin's failure too.
     pub(crate) async fn forward(
         &self,
         request: HttpRequest,
@@ -261,7 +261,9 @@ impl PluginHandle {
             });
         };
         let answer = link.forward(request, timeout).await?;
-        if http::StatusCode::from_u16(answer.status).is_err() {
+        // An informational status is no final answer; 101 would hijack the client's connection.
+        let usable = http::StatusCode::from_u16(answer.status).is_ok_and(|s| !s.is_informational());
+        if !usable {
             return Err(ForwardError::InvalidAnswer(format!(
                 "with invalid status {}",
                 answer.status
