@@ -99,6 +99,15 @@ pub(crate) enum ApiError {
     /// Missing or wrong token (401).
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A login with a token that is not the admin token (401).
+    #[error("that is not the admin token")]
+    WrongToken,
+    /// Authenticated, but not allowed to do this, this way (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed logins lately (429); when to try again.
+    #[error("too many wrong tokens: try again in a few seconds")]
+    TooManyRequests(Duration),
     /// No such plugin, route or path (404).
     #[error("{0}")]
     NotFound(String),
@@ -133,7 +142,9 @@ impl ApiError {
         use http::StatusCode as S;
         match self {
             Self::BadRequest(_) => S::BAD_REQUEST,
-            Self::Unauthorized => S::UNAUTHORIZED,
+            Self::Unauthorized | Self::WrongToken => S::UNAUTHORIZED,
+            Self::Forbidden(_) => S::FORBIDDEN,
+            Self::TooManyRequests(_) => S::TOO_MANY_REQUESTS,
             Self::NotFound(_) => S::NOT_FOUND,
             Self::MethodNotAllowed(_) => S::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => S::PAYLOAD_TOO_LARGE,

@@ -107,6 +107,15 @@ pub struct StoreSettings {
     pub verify_on_start: VerifyOnStart,
 }
 
+/// How long browser sessions of the console last, under `[sessions]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// A session unused this long ends.
+    pub idle_timeout: Duration,
+    /// A session ends this long after its login, used or not.
+    pub lifetime: Duration,
+}
+
 /// Settings of one plugin, under `[plugins.<id>]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PluginSettings {
@@ -151,6 +160,8 @@ pub struct Settings {
     pub health: HealthPolicy,
     /// See [`StoreSettings`].
     pub store: StoreSettings,
+    /// See [`SessionSettings`].
+    pub sessions: SessionSettings,
     /// Per-plugin settings by plugin id.
     pub plugins: BTreeMap<String, PluginSettings>,
 }

@@ -83,6 +83,10 @@ pub async fn run(
         max_header_bytes: settings.max_header_bytes,
         header_read_timeout: settings.header_read_timeout,
         max_connections: settings.max_connections,
+        sessions: http::SessionPolicy {
+            idle_timeout: settings.sessions.idle_timeout,
+            lifetime: settings.sessions.lifetime,
+        },
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let drain = {

@@ -49,6 +49,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) store: RawStore,
     #[serde(default)]
+    pub(super) sessions: RawSessions,
+    #[serde(default)]
     pub(super) plugins: BTreeMap<String, RawPlugin>,
 }
 
@@ -85,6 +87,14 @@ pub(super) struct RawStore {
 }
 
 #[derive(Debug, Default, Deserialize)]
+pub(super) struct RawSessions {
+    #[serde(default)]
+    pub(super) idle_timeout: Lenient<String>,
+    #[serde(default)]
+    pub(super) lifetime: Lenient<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct RawPlugin {
     #[serde(default)]
     pub(super) config: Lenient<toml::Table>,
@@ -94,7 +104,7 @@ pub(super) struct RawPlugin {
 }
 
 /// The sections of the file: each must be a table.
-const SECTIONS: &[&str] = &["restart", "health", "store", "plugins"];
+const SECTIONS: &[&str] = &["restart", "health", "store", "sessions", "plugins"];
 
 /// A value as written, its type checked only when it is used (see
 /// [`Problems::take`]).

@@ -1,4 +1,4 @@
-use super::raw::{RawConfig, RawHealth, RawPlugin, RawRestart, RawStore};
+use super::raw::{RawConfig, RawHealth, RawPlugin, RawRestart, RawSessions, RawStore};
 use super::*;
 
 fn no_env() -> SystemdDirs {
@@ -311,7 +311,7 @@ fn plugin_limits_are_read_and_bad_ones_listed_with_their_key() {
 fn keys_torud_reads() -> std::collections::BTreeSet<String> {
     use serde_aux::serde_introspection::serde_introspect;
     let mut keys = std::collections::BTreeSet::new();
-    let tables = ["restart", "health", "store", "plugins"];
+    let tables = ["restart", "health", "store", "sessions", "plugins"];
     for key in serde_introspect::<RawConfig>() {
         if !tables.contains(key) {
             keys.insert((*key).to_owned());
@@ -325,6 +325,9 @@ fn keys_torud_reads() -> std::collections::BTreeSet<String> {
     }
     for key in serde_introspect::<RawStore>() {
         keys.insert(format!("store.{key}"));
+    }
+    for key in serde_introspect::<RawSessions>() {
+        keys.insert(format!("sessions.{key}"));
     }
     for key in serde_introspect::<RawPlugin>() {
         keys.insert(format!("plugins.ID.{key}"));

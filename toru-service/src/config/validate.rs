@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::raw::{Problems, RawConfig};
 use super::{
     DEFAULT_PLUGIN_DIRS, HealthPolicy, ListenAddr, PluginSettings, ResourceLimits, RestartPolicy,
-    Settings, StoreSettings, SystemdDirs, VerifyOnStart,
+    SessionSettings, Settings, StoreSettings, SystemdDirs, VerifyOnStart,
 };
 
 pub(super) fn validate(
@@ -145,6 +145,27 @@ pub(super) fn validate(
             }
         },
     };
+
+    let sessions = SessionSettings {
+        idle_timeout: duration(
+            problems,
+            "sessions.idle_timeout",
+            raw.sessions.idle_timeout,
+            Duration::from_secs(3600),
+        ),
+        lifetime: duration(
+            problems,
+            "sessions.lifetime",
+            raw.sessions.lifetime,
+            Duration::from_secs(12 * 3600),
+        ),
+    };
+    if sessions.idle_timeout > sessions.lifetime {
+        problems.at(
+            "sessions.idle_timeout",
+            "`sessions.idle_timeout` is longer than `sessions.lifetime`",
+        );
+    }
 
     let state_dir = problems.take("state_dir", raw.state_dir);
     let state_dir = dir(
@@ -293,6 +314,7 @@ pub(super) fn validate(
         restart,
         health,
         store,
+        sessions,
         plugins,
     }
 }

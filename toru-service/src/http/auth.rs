@@ -51,6 +51,12 @@ impl AdminToken {
         }
     }
 
+    /// Whether `presented` (surrounding whitespace ignored) is this token, compared in
+    /// constant time. An empty secret accepts nobody.
+    pub(crate) fn matches(&self, presented: &str) -> bool {
+        !self.secret.is_empty() && bool::from(presented.trim().as_bytes().ct_eq(&self.secret))
+    }
+
     /// Whether `authorization` is `Bearer <this token>`. The scheme is
     /// case-insensitive (RFC 9110 §11.1); the token is compared in constant time.
     pub(crate) fn verify(&self, authorization: Option<&HeaderValue>) -> bool {

@@ -33,10 +33,14 @@
 //! endpoint and calls the backend; the other modules are the pieces `routes`
 //! uses.
 
+/// Who is asking and whether they may: token, session, same-origin rule.
+mod access;
 /// The admin token: its file, and the constant-time check.
 mod auth;
 /// Reading request bodies under the size limit.
 mod body;
+/// The web console's embedded files.
+mod console;
 /// Forwarding to plugins: the request a plugin sees, the answer the client sees.
 mod forward;
 /// The legacy admin KV body.
@@ -51,12 +55,16 @@ mod respond;
 mod routes;
 /// Listeners, connections, limits and graceful shutdown.
 mod server;
+/// Browser sessions and failed-login throttling.
+mod session;
 /// Tests against real listeners.
 #[cfg(test)]
 mod tests;
 
 pub(crate) use auth::AdminToken;
+pub use console::files as console_files;
 pub use server::Listener;
 pub(crate) use server::{HttpOptions, serve};
+pub(crate) use session::SessionPolicy;
 
 pub(crate) use name::is_name;

@@ -99,9 +99,13 @@ pub(crate) fn error(err: &ApiError) -> Response<Body> {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
-        ApiError::Unauthorized => {
+        ApiError::Unauthorized | ApiError::WrongToken => {
             // RFC 9110 §15.5.2: a 401 names the scheme that would work.
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        ApiError::TooManyRequests(wait) => {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         _ => {}
     }

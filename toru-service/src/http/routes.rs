@@ -4,15 +4,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::AUTHORIZATION;
-use http::{Request, Response};
+use http::header::SET_COOKIE;
+use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
+use super::access::{self, Caller};
 use super::auth::AdminToken;
 use super::name::is_name;
 use super::respond::{self, Body};
-use super::{body, forward, kv, query};
+use super::session::{self, LoginRefused, Sessions};
+use super::{body, console, forward, kv, query};
 use crate::api::{ApiError, Backend};
+
+/// The most a login body may hold (a token is 64 characters).
+const MAX_LOGIN_BYTES: usize = 4096;
 
 /// What a connection arrived on: only TCP clients must present the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +33,7 @@ pub(crate) enum Transport {
 pub(crate) struct Gateway<B> {
     backend: Arc<B>,
     token: Arc<AdminToken>,
+    sessions: Sessions,
     max_body_bytes: usize,
 }
 
@@ -49,6 +55,7 @@ enum Endpoint<'a> {
     Events,
     Metrics,
     Backup,
+    Session,
     Plugin(&'a str),
     Action(&'a str, Action),
     Logs(&'a str),
@@ -65,6 +72,8 @@ enum Endpoint<'a> {
 const GET: &str = "GET, HEAD";
 /// `Allow` of the endpoints that change something.
 const POST: &str = "POST";
+/// `Allow` of the session: whether there is one, log in, log out.
+const SESSION: &str = "GET, HEAD, POST, DELETE";
 
 impl<'a> Endpoint<'a> {
     /// The endpoint of `path`, matched on raw (not percent-decoded) segments;
@@ -84,6 +93,7 @@ impl<'a> Endpoint<'a> {
         let segments: Vec<&str> = api.split('/').collect();
         let endpoint = match segments.as_slice() {
             ["health"] => Self::Health,
+            ["session"] => Self::Session,
             ["instance"] => Self::Instance,
             ["status"] => Self::Status,
             ["events"] => Self::Events,
@@ -105,6 +115,7 @@ impl<'a> Endpoint<'a> {
     fn allowed(self) -> Option<&'static str> {
         match self {
             Self::Action(..) | Self::Kv(_) => Some(POST),
+            Self::Session => Some(SESSION),
             Self::Forward { .. } => None,
             _ => Some(GET),
         }
@@ -124,17 +135,18 @@ impl<'a> Endpoint<'a> {
     }
 }
 
-/// Whether a TCP client must present the token for `path`.
-fn needs_token(path: &str) -> bool {
-    path == "/metrics" || (path.starts_with("/api/") && path != "/api/health")
-}
-
 impl<B: Backend> Gateway<B> {
     /// The gateway over `backend`.
-    pub(crate) fn new(backend: Arc<B>, token: Arc<AdminToken>, max_body_bytes: usize) -> Self {
+    pub(crate) fn new(
+        backend: Arc<B>,
+        token: Arc<AdminToken>,
+        sessions: Sessions,
+        max_body_bytes: usize,
+    ) -> Self {
         Self {
             backend,
             token,
+            sessions,
             max_body_bytes,
         }
     }
@@ -165,13 +177,27 @@ impl<B: Backend> Gateway<B> {
         request: Request<Incoming>,
     ) -> (Response<Body>, Option<String>) {
         let path = request.uri().path().to_owned();
-        // The token comes before routing: without it, a client learns nothing,
-        // not even which paths exist.
-        if transport == Transport::Tcp
-            && needs_token(&path)
-            && !self.token.verify(request.headers().get(AUTHORIZATION))
-        {
-            return (respond::error(&ApiError::Unauthorized), None);
+        if console::is_console(&path) {
+            let response = if matches!(*request.method(), Method::GET | Method::HEAD) {
+                console::answer(&path, request.headers()).unwrap_or_else(|| {
+                    respond::error(&ApiError::NotFound(format!("no such path: {path}")))
+                })
+            } else {
+                respond::error(&ApiError::MethodNotAllowed("GET, HEAD"))
+            };
+            return (response, None);
+        }
+        // Credentials come before routing: without them, a client learns
+        // nothing, not even which paths exist.
+        let caller = access::caller(transport, request.headers(), &self.token, &self.sessions);
+        if let Err(err) = access::check(
+            transport,
+            caller,
+            request.method(),
+            &path,
+            request.headers(),
+        ) {
+            return (respond::error(&err), None);
         }
         let Some(endpoint) = Endpoint::parse(&path) else {
             let err = ApiError::NotFound(format!("no such path: {path}"));
@@ -185,7 +211,7 @@ impl<B: Backend> Gateway<B> {
             }
         }
         let subject = endpoint.subject().map(str::to_owned);
-        match self.dispatch(endpoint, request).await {
+        match self.dispatch(endpoint, request, caller).await {
             Ok(response) => (response, subject),
             Err(err @ ApiError::NotFound(_)) => (respond::error(&err), None),
             Err(err) => (respond::error(&err), subject),
@@ -196,10 +222,12 @@ impl<B: Backend> Gateway<B> {
         &self,
         endpoint: Endpoint<'_>,
         request: Request<Incoming>,
+        caller: Caller,
     ) -> Result<Response<Body>, ApiError> {
         let backend = &*self.backend;
         Ok(match endpoint {
             Endpoint::Health => respond::ok(&serde_json::json!({ "status": "ok" })),
+            Endpoint::Session => self.session(request, caller).await?,
             Endpoint::Instance => {
                 respond::ok(&serde_json::json!({ "instance_id": backend.instance_id() }))
             }
@@ -243,6 +271,71 @@ impl<B: Backend> Gateway<B> {
                 respond::file(backup.file, &name)
             }
         })
+    }
+}
+
+impl<B: Backend> Gateway<B> {
+    /// `GET /api/session`: how this request is authenticated; `POST`: log in with
+    /// `{"token": ...}`; `DELETE`: log out.
+    async fn session(
+        &self,
+        request: Request<Incoming>,
+        caller: Caller,
+    ) -> Result<Response<Body>, ApiError> {
+        let policy = self.sessions.policy();
+        let state = |caller: Caller| {
+            serde_json::json!({
+                "authenticated": caller != Caller::Nobody,
+                "by": caller.as_str(),
+                "idle_timeout_seconds": policy.idle_timeout.as_secs(),
+                "lifetime_seconds": policy.lifetime.as_secs(),
+            })
+        };
+        match *request.method() {
+            Method::POST => {
+                let (parts, body) = request.into_parts();
+                let body = body::read(body, &parts.headers, MAX_LOGIN_BYTES).await?;
+                let presented = login_token(&body)?;
+                let cookie = self
+                    .sessions
+                    .login(self.token.matches(&presented))
+                    .map_err(|refused| match refused {
+                        LoginRefused::WrongToken => ApiError::WrongToken,
+                        LoginRefused::Throttled(wait) => ApiError::TooManyRequests(wait),
+                    })?;
+                tracing::info!("browser session opened");
+                let mut response = respond::ok(&state(Caller::Session));
+                set_cookie(&mut response, Some(&cookie), policy);
+                Ok(response)
+            }
+            Method::DELETE => {
+                self.sessions.logout(request.headers());
+                let mut response = respond::ok(&state(Caller::Nobody));
+                set_cookie(&mut response, None, policy);
+                Ok(response)
+            }
+            _ => Ok(respond::ok(&state(caller))),
+        }
+    }
+}
+
+/// The token of a login body `{"token": "..."}`.
+fn login_token(body: &[u8]) -> Result<String, ApiError> {
+    let bad = |message: &str| ApiError::BadRequest(message.to_owned());
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| bad("a login is a JSON object: {\"token\": \"<the admin token>\"}"))?;
+    match value.get("token") {
+        Some(serde_json::Value::String(token)) if !token.trim().is_empty() => Ok(token.clone()),
+        Some(serde_json::Value::String(_)) => Err(bad("the token is empty")),
+        _ => Err(bad(
+            "a login is a JSON object: {\"token\": \"<the admin token>\"}",
+        )),
+    }
+}
+
+fn set_cookie(response: &mut Response<Body>, value: Option<&str>, policy: session::SessionPolicy) {
+    if let Ok(cookie) = HeaderValue::from_str(&session::set_cookie(value, policy)) {
+        response.headers_mut().insert(SET_COOKIE, cookie);
     }
 }
 
@@ -298,6 +391,7 @@ mod tests {
 
     #[test]
     fn token_needed_everywhere_but_health() {
+        use super::access::needs_auth as needs_token;
         assert!(!needs_token("/api/health"));
         assert!(!needs_token("/"));
         assert!(needs_token("/api/health/"));

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use super::auth::AdminToken;
 use super::routes::{Gateway, Transport};
+use super::session::{SessionPolicy, Sessions};
 use crate::api::Backend;
 
 /// hyper refuses an HTTP/1 read buffer smaller than this.
@@ -58,6 +59,8 @@ pub(crate) struct HttpOptions {
     pub header_read_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// How long browser sessions last.
+    pub sessions: SessionPolicy,
 }
 
 impl Default for HttpOptions {
@@ -67,6 +70,7 @@ impl Default for HttpOptions {
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            sessions: SessionPolicy::default(),
         }
     }
 }
@@ -107,7 +111,12 @@ pub(crate) async fn serve<B: Backend>(
         ));
     }
     let shared = Arc::new(Shared {
-        gateway: Arc::new(Gateway::new(backend, token, options.max_body_bytes)),
+        gateway: Arc::new(Gateway::new(
+            backend,
+            token,
+            Sessions::new(options.sessions),
+            options.max_body_bytes,
+        )),
         builder: connection_builder(&options),
         first_request_timeout: options.header_read_timeout,
         cut: CancellationToken::new(),

@@ -13,5 +13,7 @@ mod lifecycle;
 mod limits;
 /// Every route's answers and errors.
 mod routes;
+/// Browser sessions and the console's files.
+mod sessions;
 /// The fake backend, the test server and the clients.
 mod support;

@@ -213,7 +213,11 @@ async fn unknown_paths_and_names() {
     let server = TestServer::start(options()).await;
     let message = server.get("/api/nothing/here").await.error(404);
     assert_eq!(message, "no such path: /api/nothing/here");
-    server.get("/").await.error(404);
+    // The root is the console's now: a redirect to /ui/.
+    let root = server.get("/").await;
+    assert_eq!(root.status(), 302);
+    assert_eq!(root.header("location"), Some("/ui/"));
+    server.get("/ui/nope.js").await.error(404);
     server.get("/api/plugins/nope").await.error(404);
     // Raw segments are matched: an escaped character never reaches the backend.
     for path in [

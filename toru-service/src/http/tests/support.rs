@@ -30,6 +30,7 @@ pub(super) fn options() -> HttpOptions {
         max_header_bytes: 16 * 1024,
         header_read_timeout: Duration::from_secs(5),
         max_connections: 64,
+        sessions: crate::http::SessionPolicy::default(),
     }
 }
 
