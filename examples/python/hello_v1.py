@@ -35,11 +35,26 @@ METADATA = {
     "icon": "\U0001F40D",
     "route": "/hello-py",
 }
-BUNDLE = (
-    'window.ToruPlugins = window.ToruPlugins || {}; '
-    'window.ToruPlugins["hello-py"] = {mount(c){c.textContent="Hello from Python";}, '
-    'unmount(c){c.textContent="";}};'
-)
+# The front end, as bundles of the first host were written: registered as
+# window["toru_plugin_<id>"], and calling its plugin with the page's own
+# fetch (the browser's session cookie goes along) rather than the api object.
+BUNDLE = """\
+window["toru_plugin_hello-py"] = {
+  mount(container) {
+    const line = document.createElement("p");
+    line.id = "hello-py-greeting";
+    line.textContent = "Asking hello-py\u2026";
+    container.replaceChildren(line);
+    fetch("/api/plugins/route/hello-py/", { credentials: "same-origin" })
+      .then((response) => response.json())
+      .then((answer) => { line.textContent = answer.message; })
+      .catch((e) => { line.textContent = "hello-py did not answer: " + e.message; });
+  },
+  unmount(container) {
+    container.replaceChildren();
+  },
+};
+"""
 MAX_FRAME = 16 * 1024 * 1024
 MAX_SLEEP_MS = 60000
 

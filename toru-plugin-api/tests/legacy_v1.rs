@@ -537,11 +537,12 @@ async fn python_plugin_answers_requests() {
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["Content-Type"], "application/javascript");
     let bundle = r.body.unwrap();
+    // The other convention of the deployed bundles: window["toru_plugin_<id>"].
     assert!(
-        bundle.contains(r#"window.ToruPlugins["hello-py"]"#),
+        bundle.contains(r#"window["toru_plugin_hello-py"]"#),
         "{bundle}"
     );
-    assert!(bundle.contains("mount(c)") && bundle.contains("unmount(c)"));
+    assert!(bundle.contains("mount(container)") && bundle.contains("unmount(container)"));
 }
 
 #[tokio::test]

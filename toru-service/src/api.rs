@@ -41,6 +41,8 @@ pub(crate) struct PluginView {
     pub(crate) pid: Option<u32>,
     /// Restarts since torud started.
     pub(crate) restarts: u32,
+    /// When the process in this run began serving (RFC 3339), while it runs.
+    pub(crate) running_since: Option<String>,
     /// Why the plugin is invalid or failed; `null` otherwise.
     pub(crate) error: Option<String>,
     /// Where the plugin listens.

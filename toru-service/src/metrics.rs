@@ -224,6 +224,7 @@ mod tests {
             state: "running",
             pid: Some(1),
             restarts: 0,
+            running_since: None,
             error: None,
             socket_path: String::new(),
             cgroup: None,

@@ -18,16 +18,8 @@ use toru_plugin_api::{
     ToruPlugin, tracing,
 };
 
-const BUNDLE: &str = r#"window.ToruPlugins = window.ToruPlugins || {};
-window.ToruPlugins["hello"] = {
-  mount(container, api) {
-    container.textContent = "Hello from the hello plugin";
-  },
-  unmount(container) {
-    container.textContent = "";
-  },
-};
-"#;
+/// The front end the Toru console mounts in hello's view.
+const BUNDLE: &str = include_str!("bundle.js");
 
 #[derive(Default)]
 struct Hello {

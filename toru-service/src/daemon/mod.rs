@@ -3,6 +3,8 @@
 //! torud's domain to its API: domain errors become [`ApiError`]s in
 //! `errors`, domain state becomes views in `views`.
 
+/// A plugin's front end from disk, where the plugin serves none.
+mod bundle;
 /// Domain errors to API errors, and the log line of each failed forward.
 mod errors;
 /// Plugin views.
@@ -217,8 +219,22 @@ impl Backend for Daemon {
 
     async fn bundle(&self, id: &str) -> Result<HttpResponse, ApiError> {
         let plugin = self.find(id)?;
-        self.forward_to(&plugin, HttpRequest::new("GET", "/bundle.js"))
-            .await
+        // The plugin first; where it has none, the file beside it, as the first host read it.
+        let asked = plugin
+            .forward(
+                HttpRequest::new("GET", "/bundle.js"),
+                self.request_timeout(),
+            )
+            .await;
+        if let Ok(answer) = &asked
+            && (200..300).contains(&answer.status)
+        {
+            return asked.map_err(|e| errors::forward(&plugin.id, "/bundle.js", &e));
+        }
+        if let Some(file) = bundle::from_disk(&plugin).await? {
+            return Ok(file);
+        }
+        asked.map_err(|e| errors::forward(&plugin.id, "/bundle.js", &e))
     }
 
     fn metrics(&self) -> String {

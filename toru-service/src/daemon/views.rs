@@ -27,6 +27,9 @@ pub(super) fn plugin(handle: &PluginHandle) -> PluginView {
         state: state.as_str(),
         pid: now.pid,
         restarts: now.restarts,
+        running_since: now
+            .running_since
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         error: match state {
             State::Invalid | State::Failed => now.error,
             _ => None,

@@ -58,6 +58,7 @@ struct Status {
     pid: Option<u32>,
     restarts: u32,
     next_attempt: Option<Instant>,
+    running_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One discovered plugin.
@@ -108,6 +109,7 @@ impl PluginHandle {
                 pid: None,
                 restarts: 0,
                 next_attempt: None,
+                running_since: None,
             }),
             link: RwLock::new(None),
             group: RwLock::new(None),
@@ -137,6 +139,7 @@ impl PluginHandle {
                 pid: None,
                 restarts: 0,
                 next_attempt: None,
+                running_since: None,
             }),
             link: RwLock::new(None),
             group: RwLock::new(None),
@@ -157,6 +160,11 @@ impl PluginHandle {
     /// Moves to `state`; `error` is shown for `failed`.
     pub(crate) fn set_state(&self, state: State, error: Option<String>) {
         let mut status = self.status();
+        if state == State::Running && status.state != State::Running {
+            status.running_since = Some(chrono::Utc::now());
+        } else if state != State::Running {
+            status.running_since = None;
+        }
         status.state = state;
         status.error = error;
         status.next_attempt = None;
@@ -169,6 +177,7 @@ impl PluginHandle {
     pub(crate) fn set_backoff(&self, at: Instant) {
         let mut status = self.status();
         status.state = State::Backoff;
+        status.running_since = None;
         status.next_attempt = Some(at);
         status.pid = None;
     }
@@ -288,6 +297,7 @@ impl PluginHandle {
             error: status.error.clone(),
             pid: status.pid,
             restarts: status.restarts,
+            running_since: status.running_since,
             cgroup: group.map(|g| g.name().to_owned()),
             usage,
         }
@@ -305,6 +315,8 @@ pub(crate) struct Snapshot {
     pub(crate) pid: Option<u32>,
     /// Restarts since torud started.
     pub(crate) restarts: u32,
+    /// Since when it serves, while it runs.
+    pub(crate) running_since: Option<chrono::DateTime<chrono::Utc>>,
     /// Its cgroup as `/proc/PID/cgroup` names it, while it runs in one.
     pub(crate) cgroup: Option<String>,
     /// What its cgroup uses.

@@ -87,8 +87,10 @@ async function needLogin() {
   if (loggingIn) return loggingIn;
   stop();
   document.getElementById("logout").hidden = true;
+  document.body.classList.add("logged-out");
   loggingIn = login(main).then(async () => {
     loggingIn = null;
+    document.body.classList.remove("logged-out");
     await started();
   });
   return loggingIn;

@@ -47,6 +47,7 @@ fn view(id: &str) -> PluginView {
         state: "running",
         pid: Some(42),
         restarts: 0,
+        running_since: None,
         error: None,
         socket_path: format!("/run/toru/{id}.sock"),
         cgroup: Some(format!("/system.slice/toru.service/plugins/{id}")),
