@@ -177,6 +177,25 @@ cp -a --reflink=auto "$CACHE/rootfs-$SUITE" "$ROOT"
 cp "$WORK/out/$DEB" "$WORK/out/$UPGRADE_DEB" "$ROOT/root/"
 mkdir -p "$ROOT/root/plugins"
 cp "$TARGET_DIR/release/hello" "$REPO/examples/python/hello_v1.py" "$ROOT/root/plugins/"
+# What a browser does with the console, as curl: run inside once torud serves.
+cat >"$ROOT/root/console.sh" <<'CONSOLE'
+set -eu
+url=http://127.0.0.1:7070
+jar=/root/console.cookies
+[ "$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "$url/")" = "302 $url/ui/" ] || { echo "/ is no redirect to /ui/"; exit 1; }
+curl -fsS -D /root/ui.head -o /root/ui.html "$url/ui/"
+grep -qi "^content-security-policy: default-src 'self'; script-src 'self';" /root/ui.head || { echo "no strict CSP"; exit 1; }
+grep -q 'src="/ui/js/main.js"' /root/ui.html || { echo "not the console page"; exit 1; }
+token=$(cat /var/lib/toru/admin.token)
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -d '{"token":"wrong"}' "$url/api/session")" = 401 ] || { echo "a wrong token was not 401"; exit 1; }
+curl -fsS -c "$jar" -o /dev/null -H 'Content-Type: application/json' -d "{\"token\":\"$token\"}" "$url/api/session"
+grep -q toru_session "$jar" || { echo "no session cookie"; exit 1; }
+[ "$(curl -s -b "$jar" -o /dev/null -w '%{http_code}' "$url/api/plugins")" = 200 ] || { echo "the cookie does not authenticate"; exit 1; }
+[ "$(curl -s -b "$jar" -o /dev/null -w '%{http_code}' -X POST -H 'Origin: http://evil.example' "$url/api/plugins/hello/restart")" = 403 ] || { echo "a cross-site POST was not 403"; exit 1; }
+curl -fsS -b "$jar" -o /root/bundle.js "$url/api/plugins/hello/bundle.js"
+grep -q 'window.ToruPlugins\["hello"\]' /root/bundle.js || { echo "hello's bundle is not served"; exit 1; }
+echo ok
+CONSOLE
 
 say "booting $SUITE with systemd-nspawn"
 # The unified hierarchy, as in production; --register=no --keep-unit: no
@@ -294,6 +313,9 @@ until_in 10 '[ "$(systemctl show -P StatusText toru.service)" = "serving 2/2 plu
     die "StatusText after reload is '$(prop toru.service StatusText)'"
 status=$(prop toru.service StatusText)
 ok "systemctl reload: hello (protocol 2) and hello-py (protocol 1) served; StatusText=$status"
+
+[ "$(ct sh /root/console.sh)" = ok ] || die "the console through toru.socket: $(ct sh /root/console.sh 2>&1)"
+ok "console through toru.socket: / redirects, /ui/ with its CSP, login (401 for a wrong token), cookie, cross-site POST 403, hello's bundle"
 
 [ "$(ct ps -o user= -p "$(plugin_field hello pid)")" = toru ] || die "hello does not run as toru"
 api '/api/plugins/route/hello/log?level=warn&msg=e2e-journal-marker' >/dev/null || die "hello /log"

@@ -285,6 +285,8 @@ window.ToruPlugins.thrower = { mount() { throw new Error("thrower's mount broke"
             "{name}"
         );
     }
+    narrow.close().await;
+    browser.close().await;
     let mut torud = torud;
     torud.stop();
 }

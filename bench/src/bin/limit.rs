@@ -3,7 +3,9 @@
 //!
 //! * `GET` (any path): the same JSON as `hello`'s `GET /` (about 100 bytes);
 //! * `POST` (any path): the request body, byte for byte (`hello`'s
-//!   `POST /echo`), with the request's content type.
+//!   `POST /echo`), with the request's content type;
+//! * `GET /ui/...`: the web console's files, the very bytes torud embeds,
+//!   with their content type only (the limit for the console's first load).
 //!
 //! `limit ADDR` where ADDR is
 //!
@@ -122,6 +124,15 @@ where
                         response
                     }
                 }
+            } else if let Some((_, content_type, bytes)) = toru_service::http::console_files()
+                .find(|(path, _, _)| *path == request.uri().path())
+            {
+                let mut response = http::Response::new(Full::new(Bytes::from_static(bytes)));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(content_type),
+                );
+                response
             } else {
                 let mut response = http::Response::new(Full::new(greeting));
                 response.headers_mut().insert(

@@ -45,6 +45,20 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // chromedriver's browser outlives a killed chromedriver: end every
+        // process of this session's profile.
+        let profile = self._profile.path().display().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&profile)
+                && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 
@@ -106,6 +120,11 @@ impl Browser {
             client,
             _profile: profile,
         }
+    }
+
+    /// Ends the session: chromedriver stops the browser and reaps it.
+    pub async fn close(self) {
+        let _ = self.client.clone().close().await;
     }
 
     /// Opens `url` and waits for the page to have loaded.
