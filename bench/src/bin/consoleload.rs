@@ -50,7 +50,9 @@ async fn main() -> Result<(), BoxError> {
 
 /// One load in a new browser: (bytes transferred, ms to DOMContentLoaded, responses).
 async fn load(url: &str, warm: bool) -> Result<(u64, f64, usize), BoxError> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut driver = Command::new("/usr/bin/chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
