@@ -3,10 +3,10 @@
 //! Over the admin Unix socket the file's mode is the access control. Over
 //! TCP, every `/api/*` path but `/api/health` and `/api/session`, and
 //! `/metrics`, needs the admin token (`Authorization: Bearer`) or a browser
-//! session's cookie. A request that changes something and is authenticated
-//! by the cookie alone must show that it comes from the console's own origin
-//! (`Sec-Fetch-Site: same-origin`, or an `Origin` equal to this host), or it
-//! is refused: the cookie is sent by the browser whoever made the page.
+//! session's cookie. A request authenticated by the cookie alone must show
+//! that it comes from the console's own origin, or it is refused: the browser
+//! sends the cookie whoever made the page, also a page on another port of
+//! this host, which is the same *site* for `SameSite=Strict`.
 
 use http::header::{AUTHORIZATION, HOST, ORIGIN};
 use http::{HeaderMap, Method};
@@ -78,28 +78,32 @@ pub(crate) fn check(
         return Err(ApiError::Unauthorized);
     }
     let changes = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if caller == Caller::Session && changes && !same_origin(headers) {
+    if caller == Caller::Session && !allowed_with_cookie(headers, changes) {
         return Err(ApiError::Forbidden(
-            "a request that changes something, made with the session cookie, must come from the \
-             console's own page (same origin)"
+            "a request made with the session cookie must come from the console's own page \
+             (same origin)"
                 .into(),
         ));
     }
     Ok(())
 }
 
-/// `Sec-Fetch-Site: same-origin`, or `Origin` naming this very host over http.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// Whether a request carrying only the session cookie may go on. A browser says where a
+/// request comes from in `Sec-Fetch-Site`: `same-origin` always may, `none` (the user typed
+/// the address) may read, anything else (another site, or another port of this host: the
+/// same *site*) may not. Without that header (an older browser, or a program with a cookie
+/// jar) a change needs an `Origin` naming this very host.
+fn allowed_with_cookie(headers: &HeaderMap, changes: bool) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if header("sec-fetch-site") == Some("same-origin") {
-        return true;
-    }
-    match (
-        headers.get(ORIGIN).and_then(|v| v.to_str().ok()),
-        header(HOST.as_str()),
-    ) {
-        (Some(origin), Some(host)) => origin.strip_prefix("http://") == Some(host),
-        _ => false,
+    match header("sec-fetch-site") {
+        Some("same-origin") => true,
+        Some("none") => !changes,
+        Some(_) => false,
+        None if !changes => true,
+        None => match (header(ORIGIN.as_str()), header(HOST.as_str())) {
+            (Some(origin), Some(host)) => origin.strip_prefix("http://") == Some(host),
+            _ => false,
+        },
     }
 }
 
@@ -196,16 +200,32 @@ mod tests {
                 "{refused:?}"
             );
         }
-        // Reading needs no proof: SameSite=Strict keeps the cookie from other sites' pages.
-        assert!(
+        // Reading: from this origin, a typed address, or a program without the header.
+        let get = |pairs: &[(&'static str, &'static str)]| {
             check(
                 Transport::Tcp,
                 Caller::Session,
                 &Method::GET,
-                "/api/plugins",
-                &HeaderMap::new()
+                "/api/plugins/route/x/y",
+                &headers(pairs),
             )
-            .is_ok()
-        );
+        };
+        assert!(get(&[]).is_ok());
+        assert!(get(&[("sec-fetch-site", "same-origin")]).is_ok());
+        assert!(get(&[("sec-fetch-site", "none")]).is_ok());
+        // Not from a page elsewhere, not even on another port of this host.
+        for site in ["same-site", "cross-site"] {
+            assert!(
+                matches!(
+                    get(&[("sec-fetch-site", site)]),
+                    Err(ApiError::Forbidden(_))
+                ),
+                "{site}"
+            );
+        }
+        assert!(matches!(
+            post(&[("sec-fetch-site", "none")]),
+            Err(ApiError::Forbidden(_))
+        ));
     }
 }
