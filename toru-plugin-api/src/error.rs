@@ -64,6 +64,14 @@ pub enum PluginError {
     /// A handler failed for a reason of its own; answered as 500.
     #[error("{0}")]
     Other(String),
+
+    /// The plugin requires a licence, and has no valid one.
+    #[error("no valid licence: {0}")]
+    License(#[source] crate::license::LicenseError),
+
+    /// The plugin requires a licence, and none is installed.
+    #[error("no licence is installed (install one with `toructl license install`)")]
+    NoLicense,
 }
 
 impl PluginError {

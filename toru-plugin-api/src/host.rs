@@ -36,6 +36,8 @@ pub struct InitParams {
     pub config: serde_json::Map<String, serde_json::Value>,
     /// Limits the host enforces.
     pub limits: Limits,
+    /// The licence line installed for the plugin, if any.
+    pub license: Option<String>,
 }
 
 /// A KV call from a plugin, already checked against the limits.
@@ -217,6 +219,7 @@ impl HostConnection {
             plugin_id,
             config,
             limits,
+            license,
         } = init;
         let init = |id| Message::Init {
             id,
@@ -225,6 +228,7 @@ impl HostConnection {
             plugin_id,
             config,
             limits,
+            license,
         };
         let answer = connection
             .link

@@ -81,6 +81,8 @@ mod error;
 pub mod host;
 /// The plugin's key-value storage client.
 mod kv;
+/// Licences: verifying (and, with the feature `vendor`, signing) them.
+pub mod license;
 /// Writer task and pending-request table shared by both ends.
 mod link;
 /// JSON log lines on stderr.
@@ -101,10 +103,12 @@ mod types;
 pub use compat::{LifecycleInitPayload, MessagePayload, PluginProtocol};
 pub use error::{PluginError, PluginResult};
 pub use kv::{KV_TIMEOUT, KvPage, PluginKvStore};
+pub use license::{License, LicenseError};
 pub use plugin::ToruPlugin;
+pub use protocol::LicenseSpec;
 pub use protocol::v2::{ErrorCode, Limits};
 pub use protocol::{PROTOCOL_VERSION, PluginMetadata};
-pub use runtime::{PluginServer, SIGNAL_SHUTDOWN_DEADLINE, SOCKET_ENV, run};
+pub use runtime::{EXIT_NO_LICENSE, PluginServer, SIGNAL_SHUTDOWN_DEADLINE, SOCKET_ENV, run};
 pub use types::{HttpRequest, HttpResponse, KvOp, PluginConfig, PluginContext};
 
 /// The protocol-1 message of SDK 0.1, kept so that its code still builds.

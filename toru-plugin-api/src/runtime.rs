@@ -20,6 +20,7 @@ use tracing::{debug, error, info, warn};
 use crate::codec::FrameCodec;
 use crate::error::{PluginError, PluginResult};
 use crate::kv::PluginKvStore;
+use crate::license::{License, LicenseError, PublicKey};
 use crate::link::Link;
 use crate::plugin::ToruPlugin;
 use crate::protocol::v2::{ErrorCode, Frame, Message};
@@ -86,12 +87,20 @@ pub fn run<P: ToruPlugin>(plugin: P) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ (PluginError::License(_) | PluginError::NoLicense)) => {
+            error!(error = %e, "plugin stopped: it requires a licence");
+            ExitCode::from(EXIT_NO_LICENSE)
+        }
         Err(e) => {
             error!(error = %e, "plugin stopped");
             ExitCode::FAILURE
         }
     }
 }
+
+/// The exit status of a plugin that requires a licence and has no valid one
+/// (sysexits' EX_NOPERM).
+pub const EXIT_NO_LICENSE: u8 = 77;
 
 fn usage(metadata: &PluginMetadata) -> String {
     format!(
@@ -327,6 +336,42 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The installed licence checked against the metadata's vendor key: `None` when the
+/// metadata declares none, or no licence is installed.
+fn check_license<P: ToruPlugin>(
+    license: Option<&str>,
+    instance_id: &str,
+    plugin_id: &str,
+) -> Option<Result<License, LicenseError>> {
+    let spec = P::metadata().license?;
+    let key: PublicKey = match spec.public_key.parse() {
+        Ok(key) => key,
+        Err(e) => return Some(Err(e)),
+    };
+    let text = license?;
+    Some(License::verify(
+        text,
+        &key,
+        instance_id,
+        plugin_id,
+        chrono::Utc::now(),
+    ))
+}
+
+/// The error to stop with when the metadata requires a licence and there is no valid one.
+fn refuse_without_license<P: ToruPlugin>(
+    check: &Option<Result<License, LicenseError>>,
+) -> Option<PluginError> {
+    if !P::metadata().license.is_some_and(|spec| spec.required) {
+        return None;
+    }
+    match check {
+        Some(Ok(_)) => None,
+        Some(Err(e)) => Some(PluginError::License(e.clone())),
+        None => Some(PluginError::NoLicense),
+    }
+}
+
 /// One host connection: `init` first, then requests until EOF or shutdown.
 async fn serve_connection<P: ToruPlugin>(stream: UnixStream, shared: Arc<Shared<P>>) {
     let (read, write) = stream.into_split();
@@ -399,6 +444,7 @@ impl Connection {
                         plugin_id,
                         config,
                         limits,
+                        license,
                     },
                 ..
             })) => {
@@ -414,6 +460,20 @@ impl Connection {
                     self.reply(reply).await;
                     return None;
                 }
+                let license_check =
+                    check_license::<P>(license.as_deref(), &instance_id, &plugin_id);
+                if let Some(refusal) = refuse_without_license::<P>(&license_check) {
+                    error!(error = %refusal, "not serving");
+                    let reply =
+                        Message::error(Some(id), ErrorCode::InitFailed, refusal.to_string());
+                    self.reply(reply).await;
+                    *lock(&shared.fatal) = Some(refusal);
+                    shared.stop(Duration::ZERO);
+                    return None;
+                }
+                if let Some(Err(e)) = &license_check {
+                    warn!(error = %e, "the installed licence is not valid; serving without one");
+                }
                 shared.kv.connect(self.link.clone());
                 let ctx = PluginContext {
                     instance_id,
@@ -421,6 +481,8 @@ impl Connection {
                     config: PluginConfig::new(config),
                     kv: shared.kv.clone(),
                     limits,
+                    license,
+                    license_check,
                 };
                 (id, ctx)
             }

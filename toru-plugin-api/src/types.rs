@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{PluginError, PluginResult};
 use crate::kv::PluginKvStore;
+use crate::license::{License, LicenseError};
 use crate::protocol::v2::Limits;
 
 pub use crate::protocol::v1::KvOp;
@@ -196,4 +197,27 @@ pub struct PluginContext {
     pub kv: PluginKvStore,
     /// The host's limits (frame, key and value sizes).
     pub limits: Limits,
+    /// The licence line the host handed over, and what checking it against the
+    /// metadata's key found (`None`: no key declared, or no licence).
+    pub(crate) license: Option<String>,
+    pub(crate) license_check: Option<Result<License, LicenseError>>,
+}
+
+impl PluginContext {
+    /// The licence, when the metadata declares a vendor key and the installed licence is
+    /// valid for this plugin and installation.
+    pub fn license(&self) -> Option<&License> {
+        self.license_check.as_ref().and_then(|c| c.as_ref().ok())
+    }
+
+    /// Why the installed licence is not valid, when one is installed and is not.
+    pub fn license_error(&self) -> Option<&LicenseError> {
+        self.license_check.as_ref().and_then(|c| c.as_ref().err())
+    }
+
+    /// The licence line as installed, checked or not (a plugin that declares no key
+    /// may check it itself).
+    pub fn license_text(&self) -> Option<&str> {
+        self.license.as_deref()
+    }
 }

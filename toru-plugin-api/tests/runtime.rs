@@ -508,6 +508,7 @@ async fn an_init_for_protocol_1_is_refused() {
         plugin_id: "test".into(),
         config: Default::default(),
         limits: Default::default(),
+        license: None,
     })
     .await;
     assert_eq!(

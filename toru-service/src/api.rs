@@ -53,6 +53,27 @@ pub(crate) struct PluginView {
     pub(crate) memory_bytes: Option<u64>,
     /// CPU time its cgroup used in this run, in µs (`cpu.stat` `usage_usec`).
     pub(crate) cpu_usec: Option<u64>,
+    /// Its licence here.
+    pub(crate) license: LicenseView,
+}
+
+/// A plugin's licence (`GET /api/plugins/{id}/license`, and in the plugin object).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct LicenseView {
+    /// `valid`, `missing`, `invalid`, `expired` or `not_required`.
+    pub(crate) status: &'static str,
+    /// To whom it was sold.
+    pub(crate) licensee: Option<String>,
+    /// Its last day (`YYYY-MM-DD`), or null for ever.
+    pub(crate) expires: Option<String>,
+    /// Seconds until it stops being valid, when it has an end.
+    pub(crate) expires_in_seconds: Option<i64>,
+    /// Why it is not valid, or a note.
+    pub(crate) error: Option<String>,
+    /// Whether the plugin refuses to serve without a valid licence.
+    pub(crate) required: bool,
+    /// Whether one is installed.
+    pub(crate) installed: bool,
 }
 
 /// The legacy admin KV endpoint's operations.
@@ -90,6 +111,18 @@ pub(crate) struct StatusView {
     pub(crate) listeners: Vec<String>,
     /// Plugins by state.
     pub(crate) plugins: std::collections::BTreeMap<String, usize>,
+    /// What a sysadmin should know: licences ending soon, a changed machine id.
+    pub(crate) warnings: Vec<String>,
+}
+
+/// `GET /api/instance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct InstanceView {
+    /// The instance id.
+    pub(crate) instance_id: String,
+    /// Whether `/etc/machine-id` is another than the one the id was made on (a cloned
+    /// disk, a backup restored on another machine); `null` when torud cannot tell.
+    pub(crate) machine_id_changed: Option<bool>,
 }
 
 /// Everything that can go wrong answering an API request.
@@ -197,6 +230,23 @@ pub(crate) trait Backend: Send + Sync + 'static {
         route: &str,
         request: HttpRequest,
     ) -> impl Future<Output = Result<HttpResponse, ApiError>> + Send;
+    /// `GET /api/instance`.
+    fn instance(&self) -> InstanceView;
+    /// Makes a new instance id (`POST /api/instance/regenerate`); its licences stop being valid.
+    fn regenerate_instance(&self) -> impl Future<Output = Result<InstanceView, ApiError>> + Send;
+    /// `GET /api/plugins/{id}/license`.
+    fn license(&self, id: &str) -> Result<LicenseView, ApiError>;
+    /// `PUT /api/plugins/{id}/license`: checks and installs `line`, restarts the plugin.
+    fn install_license(
+        &self,
+        id: &str,
+        line: &str,
+    ) -> impl Future<Output = Result<LicenseView, ApiError>> + Send;
+    /// `DELETE /api/plugins/{id}/license`: removes it, restarts the plugin.
+    fn remove_license(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<LicenseView, ApiError>> + Send;
     /// A consistent copy of the whole store (`GET /api/store/backup`).
     fn backup(&self) -> impl Future<Output = Result<Backup, ApiError>> + Send;
     /// Asks plugin `id` for its `/bundle.js`.

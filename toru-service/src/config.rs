@@ -154,6 +154,8 @@ pub struct Settings {
     /// `state_dir`, the admin token and the rest of `runtime_dir` (other
     /// plugins' sockets, torud's own) are hidden.
     pub isolate_plugins: bool,
+    /// The machine id the instance id is tied to (`/etc/machine-id`).
+    pub machine_id_file: PathBuf,
     /// See [`RestartPolicy`].
     pub restart: RestartPolicy,
     /// See [`HealthPolicy`].

@@ -61,6 +61,8 @@ pub mod http;
 pub mod listen;
 /// Logging: native journal entries when stderr is the journal, else stderr lines.
 pub mod logging;
+/// The machine the instance id is tied to.
+pub(crate) mod machine;
 /// `/metrics`.
 pub(crate) mod metrics;
 /// Plugins: discovery, supervision, connections, logs.

@@ -38,6 +38,7 @@ pub(crate) struct Metrics {
     restarts: Family<PluginLabels, Gauge>,
     state: Family<StateLabels, Gauge>,
     memory: Family<PluginLabels, Gauge>,
+    license_expiry: Family<PluginLabels, Gauge>,
     cpu: Family<PluginLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     resident: Gauge,
     open_fds: Gauge,
@@ -69,6 +70,7 @@ impl Metrics {
         let restarts = Family::<PluginLabels, Gauge>::default();
         let state = Family::<StateLabels, Gauge>::default();
         let memory = Family::<PluginLabels, Gauge>::default();
+        let license_expiry = Family::<PluginLabels, Gauge>::default();
         let cpu = Family::<PluginLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let resident = Gauge::default();
         let open_fds = Gauge::default();
@@ -99,6 +101,11 @@ impl Metrics {
             memory.clone(),
         );
         registry.register(
+            "plugin_license_expiry_seconds",
+            "Seconds until each licensed plugin's licence expires (negative once expired)",
+            license_expiry.clone(),
+        );
+        registry.register(
             "plugin_cpu_seconds",
             "CPU time used by each running plugin's cgroup in its current run (cpu.stat)",
             cpu.clone(),
@@ -125,6 +132,7 @@ impl Metrics {
             restarts,
             state,
             memory,
+            license_expiry,
             cpu,
             resident,
             open_fds,
@@ -152,6 +160,7 @@ impl Metrics {
     pub(crate) fn render(&self, plugins: &[PluginView]) -> String {
         self.state.clear();
         self.memory.clear();
+        self.license_expiry.clear();
         self.cpu.clear();
         for plugin in plugins {
             let labels = PluginLabels {
@@ -170,6 +179,9 @@ impl Metrics {
                 self.memory
                     .get_or_create(&labels)
                     .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            if let Some(seconds) = plugin.license.expires_in_seconds {
+                self.license_expiry.get_or_create(&labels).set(seconds);
             }
             if let Some(usec) = plugin.cpu_usec {
                 self.cpu.get_or_create(&labels).set(usec as f64 / 1e6);
@@ -230,6 +242,15 @@ mod tests {
             cgroup: None,
             memory_bytes,
             cpu_usec,
+            license: crate::api::LicenseView {
+                status: "not_required",
+                licensee: None,
+                expires: None,
+                expires_in_seconds: None,
+                error: None,
+                required: false,
+                installed: false,
+            },
         }
     }
 

@@ -15,7 +15,7 @@ use crate::daemon::Daemon;
 use crate::http::{self, AdminToken, HttpOptions, Listener};
 use crate::plugins::{self, Context, Manager, State};
 use crate::store::{self, Event, EventKind};
-use crate::{Control, Error, Lifecycle, cgroup, listen};
+use crate::{Control, Error, Lifecycle, cgroup, listen, machine};
 
 /// The target of torud's own lines about its life (`journalctl TARGET=toru_service`): the
 /// crate's, as when they were logged from its root.
@@ -29,6 +29,10 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 const START_SLACK: Duration = Duration::from_secs(5);
 /// How often the status line is compared with the last one sent.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// How often the warnings (licences ending, a new machine) are looked at...
+const WARNINGS_EVERY: Duration = Duration::from_secs(60);
+/// ...and how long one already logged stays quiet.
+const WARNING_QUIET: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs torud on `listeners` until [`Control::Shutdown`] (or the channel
 /// closes), then stops taking requests, lets in-flight ones finish
@@ -77,7 +81,8 @@ pub async fn run(
     manager.load(found);
 
     let names = listeners.iter().map(listen::describe).collect();
-    let daemon = Arc::new(Daemon::new(manager.clone(), store.clone(), names));
+    let machine = machine::check(&store, &settings.machine_id_file).await;
+    let daemon = Arc::new(Daemon::new(manager.clone(), store.clone(), names, machine));
     let options = HttpOptions {
         max_body_bytes: settings.max_body_bytes,
         max_header_bytes: settings.max_header_bytes,
@@ -170,16 +175,28 @@ async fn wait_settled(
     }
 }
 
-/// Status lines on change, and watchdog pings at half the interval. The
-/// pings come from a task of the serving runtime that also takes the
-/// plugins' state locks: a stalled runtime or a deadlock stops them.
+/// Status lines on change, watchdog pings at half the interval, and each warning in the
+/// journal at most once a day. The pings come from a task of the serving runtime that
+/// also takes the plugins' state locks: a stalled runtime or a deadlock stops them.
 async fn keepalive(daemon: Arc<Daemon>, lifecycle: Arc<dyn Lifecycle>) {
     let half = lifecycle.watchdog_interval().map(|w| w / 2);
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     let mut watchdog_tick = tokio::time::interval(half.unwrap_or(Duration::from_secs(3600)));
+    let mut warnings_tick = tokio::time::interval(WARNINGS_EVERY);
+    let mut logged = std::collections::HashMap::<String, tokio::time::Instant>::new();
     let mut last = String::new();
     loop {
         tokio::select! {
+            _ = warnings_tick.tick() => {
+                let now = tokio::time::Instant::now();
+                logged.retain(|_, at| now.duration_since(*at) < WARNING_QUIET);
+                for warning in daemon.warnings() {
+                    if let std::collections::hash_map::Entry::Vacant(entry) = logged.entry(warning) {
+                        warn!(target: LIFE, "{}", entry.key());
+                        entry.insert(now);
+                    }
+                }
+            }
             _ = status_tick.tick() => {
                 let status = status_line(&daemon);
                 if status != last {

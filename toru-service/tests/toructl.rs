@@ -40,7 +40,10 @@ async fn status_and_instance_id() {
     let text = ctl(&torud, &["instance-id"]).ok().stdout;
     assert_eq!(text, format!("{instance}\n"));
     let json = ctl_tcp(&torud, &["--json", "instance-id"]).ok().json();
-    assert_eq!(json, serde_json::json!({ "instance_id": instance }));
+    assert_eq!(
+        json,
+        serde_json::json!({ "instance_id": instance, "machine_id_changed": false })
+    );
     torud.stop();
 }
 

@@ -241,8 +241,21 @@ fn message_shapes_match_the_protocol_document() {
                 plugin_id: "hello".into(),
                 config: serde_json::Map::new(),
                 limits: Limits::default(),
+                license: None,
             },
             r#"{"type":"init","id":1,"protocol":2,"instance_id":"550e8400-e29b-41d4-a716-446655440000","plugin_id":"hello","config":{},"limits":{"max_frame_len":16777216,"max_key_len":1024,"max_value_len":1048576,"max_list_keys":1000}}"#,
+        ),
+        (
+            Message::Init {
+                id: 1,
+                protocol: 2,
+                instance_id: "550e8400-e29b-41d4-a716-446655440000".into(),
+                plugin_id: "reports".into(),
+                config: serde_json::Map::new(),
+                limits: Limits::default(),
+                license: Some("toru-license-v1.e30.AA".into()),
+            },
+            r#"{"type":"init","id":1,"protocol":2,"instance_id":"550e8400-e29b-41d4-a716-446655440000","plugin_id":"reports","config":{},"limits":{"max_frame_len":16777216,"max_key_len":1024,"max_value_len":1048576,"max_list_keys":1000},"license":"toru-license-v1.e30.AA"}"#,
         ),
         (
             Message::InitOk { id: 1, protocol: 2 },
@@ -348,6 +361,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 plugin_id,
                 config: serde_json::Map::new(),
                 limits: Limits::default(),
+                license: None,
             }
         }),
         (id, "[A-Z]{1,7}", text, arb_headers()).prop_map(|(id, method, path, headers)| {

@@ -31,6 +31,20 @@ pub struct PluginMetadata {
     /// Protocol version the plugin speaks; absent = 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u32>,
+    /// The licences the plugin accepts: its vendor's public key, and whether it
+    /// serves without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<LicenseSpec>,
+}
+
+/// `"license": {"public_key": "ed25519:...", "required": true}` in the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenseSpec {
+    /// The vendor's public key, as `toru-license keygen` prints it.
+    pub public_key: String,
+    /// Whether the plugin refuses to serve without a valid licence.
+    #[serde(default)]
+    pub required: bool,
 }
 
 impl PluginMetadata {
@@ -49,7 +63,18 @@ impl PluginMetadata {
             icon: String::new(),
             route: route.into(),
             protocol: Some(super::PROTOCOL_VERSION),
+            license: None,
         }
+    }
+
+    /// Accepts licences signed by the vendor key `public_key` (`ed25519:...`); with
+    /// `required`, the plugin does not serve without a valid one.
+    pub fn license(mut self, public_key: impl Into<String>, required: bool) -> Self {
+        self.license = Some(LicenseSpec {
+            public_key: public_key.into(),
+            required,
+        });
+        self
     }
 
     /// Sets `author`.
@@ -95,6 +120,11 @@ impl PluginMetadata {
         match self.protocol {
             None | Some(1) | Some(2) => {}
             Some(p) => problems.push(format!("protocol {p} is not supported (1 or 2)")),
+        }
+        if let Some(spec) = &self.license
+            && let Err(e) = spec.public_key.parse::<crate::license::PublicKey>()
+        {
+            problems.push(format!("license.public_key: {e}"));
         }
         if problems.is_empty() {
             Ok(())

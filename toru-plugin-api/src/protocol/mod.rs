@@ -9,7 +9,7 @@ mod v1_io;
 /// Protocol 2: multiplexed, binary-safe, with host-kept storage.
 pub mod v2;
 
-pub use metadata::PluginMetadata;
+pub use metadata::{LicenseSpec, PluginMetadata};
 pub use v1_io::PluginProtocol;
 
 /// The protocol version this SDK speaks, and states in `init`.

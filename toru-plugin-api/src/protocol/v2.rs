@@ -64,6 +64,9 @@ pub enum Message {
         /// The host's limits.
         #[serde(default)]
         limits: Limits,
+        /// The licence line installed for this plugin, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        license: Option<String>,
     },
     /// Plugin → host: `init` succeeded; the plugin now serves requests.
     InitOk {

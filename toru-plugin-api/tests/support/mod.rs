@@ -166,6 +166,7 @@ impl RawPeer {
             plugin_id: params.plugin_id,
             config: params.config,
             limits: params.limits,
+            license: params.license,
         })
         .await;
         assert!(matches!(

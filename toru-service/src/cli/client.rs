@@ -98,21 +98,30 @@ impl Client {
         self.request(Method::GET, path, None).await
     }
 
+    /// `PUT path` with `text` as the body (`text/plain`), the answer's JSON.
+    pub(crate) async fn put_text(&self, path: &str, text: &str) -> Result<Value, CliError> {
+        let body = (Bytes::from(text.to_owned()), "text/plain; charset=utf-8");
+        self.request(Method::PUT, path, Some(body)).await
+    }
+
+    /// `DELETE path`, the answer's JSON.
+    pub(crate) async fn delete(&self, path: &str) -> Result<Value, CliError> {
+        self.request(Method::DELETE, path, None).await
+    }
+
     /// `POST path` with `body` as JSON (or no body), the answer's JSON.
     pub(crate) async fn post(&self, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        let body = body.map(|value| (Bytes::from(value.to_string()), "application/json"));
         self.request(Method::POST, path, body).await
     }
 
+    /// One request with `body` and its content type, the answer's JSON.
     async fn request(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<(Bytes, &'static str)>,
     ) -> Result<Value, CliError> {
-        let body = match body {
-            Some(value) => Bytes::from(value.to_string()),
-            None => Bytes::new(),
-        };
         let exchange = async {
             let response = self.open(method, path, body).await?;
             let status = response.status();
@@ -138,10 +147,9 @@ impl Client {
         out: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> Result<u64, CliError> {
         use tokio::io::AsyncWriteExt;
-        let response =
-            tokio::time::timeout(REQUEST_TIMEOUT, self.open(Method::GET, path, Bytes::new()))
-                .await
-                .map_err(|_| self.unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.open(Method::GET, path, None))
+            .await
+            .map_err(|_| self.unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
@@ -178,7 +186,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Bytes,
+        body: Option<(Bytes, &'static str)>,
     ) -> Result<http::Response<hyper::body::Incoming>, CliError> {
         match &self.target {
             Target::Unix(socket) => {
@@ -201,7 +209,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Bytes,
+        body: Option<(Bytes, &'static str)>,
     ) -> Result<Request<Full<Bytes>>, CliError> {
         let mut builder = Request::builder().method(method).uri(path);
         builder = match &self.target {
@@ -213,9 +221,13 @@ impl Client {
                     format!("Bearer {}", read_token(token_file)?),
                 ),
         };
-        if !body.is_empty() {
-            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
-        }
+        let body = match body {
+            Some((bytes, kind)) => {
+                builder = builder.header(http::header::CONTENT_TYPE, kind);
+                bytes
+            }
+            None => Bytes::new(),
+        };
         builder
             .body(Full::new(body))
             .map_err(|e| CliError::Failed(format!("cannot build the request: {e}")))

@@ -31,7 +31,12 @@ impl Session<'_> {
     pub(crate) async fn run(&self, command: &Command) -> Result<(), CliError> {
         match command {
             Command::Status => self.status().await,
-            Command::InstanceId => self.instance_id().await,
+            Command::InstanceId {
+                regenerate: true,
+                yes,
+            } => self.regenerate(*yes).await,
+            Command::InstanceId { .. } => self.instance_id().await,
+            Command::License(license) => self.license(license).await,
             Command::Plugins(args) => match &args.command {
                 None | Some(PluginsCommand::List) => self.list().await,
                 Some(PluginsCommand::Show { id }) => self.show(id).await,
@@ -79,7 +84,7 @@ impl Session<'_> {
         let uptime = status["uptime_seconds"]
             .as_u64()
             .map_or_else(|| output::text(&status["uptime_seconds"]), output::duration);
-        Ok(self.out.fields(&[
+        let mut fields = vec![
             (
                 "instance",
                 output::text(&status["instance_id"]),
@@ -90,13 +95,23 @@ impl Session<'_> {
             ("listeners", listeners.join(", "), Paint::Plain),
             // Already painted piece by piece.
             ("plugins", plugins, Paint::Plain),
-        ])?)
+        ];
+        for warning in status["warnings"].as_array().into_iter().flatten() {
+            fields.push(("warning", output::text(warning), Paint::Yellow));
+        }
+        Ok(self.out.fields(&fields)?)
     }
 
     async fn instance_id(&self) -> Result<(), CliError> {
         let answer = self.client.get("/api/instance").await?;
         if self.json {
             return Ok(self.out.json(&answer)?);
+        }
+        if answer["machine_id_changed"] == true {
+            super::warn(
+                "the machine id changed since this id was made (a cloned disk?); \
+                 `toructl instance-id --regenerate --yes` makes a new one",
+            );
         }
         Ok(self.out.line(&output::text(&answer["instance_id"]))?)
     }
@@ -179,6 +194,7 @@ impl Session<'_> {
             field("pid"),
             field("restarts"),
             error,
+            ("license", license_summary(&plugin["license"]), Paint::Plain),
             field("path"),
             field("socket_path"),
         ])?)
@@ -317,6 +333,16 @@ impl Session<'_> {
         Ok(self
             .out
             .table(&["TIME", "PLUGIN", "EVENT", "DETAIL"], &rows)?)
+    }
+}
+
+/// `valid (Acme Ltd, until 2027-01-31)`, `not_required`, `missing`...
+fn license_summary(license: &Value) -> String {
+    let status = output::text(&license["status"]);
+    match (&license["licensee"], &license["expires"]) {
+        (Value::String(to), Value::String(day)) => format!("{status} ({to}, until {day})"),
+        (Value::String(to), _) => format!("{status} ({to})"),
+        _ => status,
     }
 }
 

@@ -15,6 +15,7 @@
 //! * `commands` — one method per command: request, then human output.
 //! * `follow` — `plugins logs -f`: polling and lining up new lines.
 //! * `kv` — `kv get|set|delete|list`.
+//! * `license` — `license show|install|remove`, `instance-id --regenerate`.
 //! * `store` — `store backup`.
 //! * `output` — tables, colour, JSON.
 //! * `error` — `CliError` and the exit codes.
@@ -29,6 +30,8 @@ pub(crate) mod error;
 pub(crate) mod follow;
 /// `toructl kv`.
 pub(crate) mod kv;
+/// `toructl license`.
+pub(crate) mod license;
 /// Printing.
 pub(crate) mod output;
 /// `toructl store`.
@@ -104,6 +107,30 @@ pub(crate) enum StoreCommand {
     },
 }
 
+/// `toructl license ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum LicenseCommand {
+    /// The licence of plugin ID, or of every plugin.
+    Show {
+        /// The plugin id; every plugin when absent.
+        id: Option<String>,
+    },
+    /// Install the licence in FILE (`-` for standard input) for plugin ID.
+    /// torud checks it first (signature, instance, plugin, dates) and keeps
+    /// it in the store; the plugin restarts with it.
+    Install {
+        /// The plugin id.
+        id: String,
+        /// The licence file the vendor sent.
+        file: PathBuf,
+    },
+    /// Remove the licence of plugin ID; the plugin restarts without it.
+    Remove {
+        /// The plugin id.
+        id: String,
+    },
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -114,8 +141,19 @@ pub(crate) enum Command {
     /// A plugin's stored key-value data.
     #[command(subcommand)]
     Kv(KvCommand),
-    /// Print this installation's instance id.
-    InstanceId,
+    /// Print this installation's instance id (or make a new one).
+    InstanceId {
+        /// Make a new instance id. Every licence made for the old one stops
+        /// applying and every plugin restarts: for a cloned disk, say.
+        #[arg(long)]
+        regenerate: bool,
+        /// Confirm --regenerate.
+        #[arg(long, requires = "regenerate")]
+        yes: bool,
+    },
+    /// The licences of plugins that need one.
+    #[command(subcommand)]
+    License(LicenseCommand),
     /// The store: backups taken while torud runs.
     #[command(subcommand)]
     Store(StoreCommand),

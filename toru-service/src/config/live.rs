@@ -38,6 +38,9 @@ const AT_START: &[(&str, Differs)] = &[
         a.header_read_timeout != b.header_read_timeout
     }),
     ("store.verify_on_start", |a, b| a.store != b.store),
+    ("machine_id_file", |a, b| {
+        a.machine_id_file != b.machine_id_file
+    }),
     ("sessions.idle_timeout", |a, b| {
         a.sessions.idle_timeout != b.sessions.idle_timeout
     }),
@@ -100,6 +103,7 @@ fn merge(old: &Settings, mut new: Settings) -> (Settings, Vec<&'static str>) {
     new.max_connections = old.max_connections;
     new.header_read_timeout = old.header_read_timeout;
     new.store = old.store.clone();
+    new.machine_id_file = old.machine_id_file.clone();
     new.sessions = old.sessions;
     (new, waiting)
 }
@@ -143,8 +147,8 @@ mod tests {
         let new = settings(
             "listen = [\"127.0.0.1:9\"]\nstate_dir = \"/s\"\nruntime_dir = \"/r\"\n\
              admin_token_file = \"/t\"\nmax_body_bytes = 10\nmax_header_bytes = 9000\n\
-             max_connections = 5\nheader_read_timeout = \"1s\"\n[store]\nverify_on_start = \"after-crash\"\n\
-             [sessions]\nidle_timeout = \"1m\"\nlifetime = \"2m\"",
+             max_connections = 5\nheader_read_timeout = \"1s\"\nmachine_id_file = \"/m\"\n\
+             [store]\nverify_on_start = \"after-crash\"\n[sessions]\nidle_timeout = \"1m\"\nlifetime = \"2m\"",
         );
         let (merged, waiting) = merge(&old, new);
         assert_eq!(waiting, read_at_start().collect::<Vec<_>>());

@@ -43,6 +43,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) isolate_plugins: Lenient<bool>,
     #[serde(default)]
+    pub(super) machine_id_file: Lenient<PathBuf>,
+    #[serde(default)]
     pub(super) restart: RawRestart,
     #[serde(default)]
     pub(super) health: RawHealth,

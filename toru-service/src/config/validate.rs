@@ -250,6 +250,9 @@ pub(super) fn validate(
         );
     }
 
+    let machine_id_file = problems
+        .take("machine_id_file", raw.machine_id_file)
+        .unwrap_or_else(|| PathBuf::from("/etc/machine-id"));
     let isolate_plugins = problems
         .take("isolate_plugins", raw.isolate_plugins)
         .unwrap_or(true);
@@ -311,6 +314,7 @@ pub(super) fn validate(
         max_connections,
         header_read_timeout,
         isolate_plugins,
+        machine_id_file,
         restart,
         health,
         store,

@@ -17,10 +17,15 @@ use toru_plugin_api::host::validate_key;
 use toru_plugin_api::protocol::v2::Limits;
 use toru_plugin_api::{HttpRequest, HttpResponse};
 
-use crate::api::{AdminKv, ApiError, Backend, Backup, LogPage, LogQuery, PluginView, StatusView};
+use crate::api::{
+    AdminKv, ApiError, Backend, Backup, InstanceView, LicenseView, LogPage, LogQuery, PluginView,
+    StatusView,
+};
+use crate::machine::Machine;
 use crate::metrics::Metrics;
-use crate::plugins::{Command, Manager, PluginHandle};
-use crate::store::{self, StoreResult};
+use crate::plugins::license::{LicenseState, WARN_DAYS, check_install};
+use crate::plugins::{Command, Manager, PluginHandle, State};
+use crate::store::{self, Event, EventKind, StoreResult};
 
 /// Most keys the admin KV endpoint lists at once.
 const ADMIN_LIST_LIMIT: usize = 10_000;
@@ -36,19 +41,74 @@ pub(crate) struct Daemon {
     pub(crate) metrics: Metrics,
     /// What torud serves on, for `/api/status`.
     pub(crate) listeners: Vec<String>,
+    /// The machine the instance id is tied to.
+    machine: std::sync::Mutex<Machine>,
     started: Instant,
 }
 
 impl Daemon {
     /// Puts the parts together.
-    pub(crate) fn new(manager: Arc<Manager>, store: store::Handle, listeners: Vec<String>) -> Self {
+    pub(crate) fn new(
+        manager: Arc<Manager>,
+        store: store::Handle,
+        listeners: Vec<String>,
+        machine: Machine,
+    ) -> Self {
         Self {
             manager,
             store,
             metrics: Metrics::new(),
             listeners,
+            machine: std::sync::Mutex::new(machine),
             started: Instant::now(),
         }
+    }
+
+    fn machine(&self) -> Machine {
+        self.machine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Restarts `plugin` so it sees a new licence or instance id, unless it is not to run.
+    async fn reapply(&self, plugin: &PluginHandle) -> Result<(), ApiError> {
+        match plugin.state() {
+            State::Disabled | State::Invalid | State::Stopped => Ok(()),
+            _ => plugin
+                .command(Command::Restart)
+                .await
+                .map_err(|e| errors::command(&e)),
+        }
+    }
+
+    /// What the sysadmin should know now: licences ending within 14 days, a new machine.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        let instance = self.instance_id();
+        let mut warnings = Vec::new();
+        for plugin in self.manager.list() {
+            let status = plugin.license_status(&instance);
+            if let (LicenseState::Valid, Some(at), Some(day)) =
+                (status.state, status.expires_at, status.expires)
+            {
+                let left = at - chrono::Utc::now();
+                if left < chrono::Duration::days(WARN_DAYS) {
+                    warnings.push(format!(
+                        "the licence of {} ends after {day} (in {} days)",
+                        plugin.id,
+                        left.num_days()
+                    ));
+                }
+            }
+        }
+        if self.machine().changed == Some(true) {
+            warnings.push(
+                "the machine id changed since the instance id was made: a cloned disk? \
+                 (toructl instance-id --regenerate makes a new id, which ends its licences)"
+                    .to_owned(),
+            );
+        }
+        warnings
     }
 
     fn find(&self, id: &str) -> Result<Arc<PluginHandle>, ApiError> {
@@ -105,6 +165,7 @@ impl Backend for Daemon {
             uptime_seconds: self.started.elapsed().as_secs(),
             listeners: self.listeners.clone(),
             plugins,
+            warnings: self.warnings(),
         }
     }
 
@@ -112,12 +173,13 @@ impl Backend for Daemon {
         self.manager
             .list()
             .iter()
-            .map(|p| views::plugin(p))
+            .map(|p| views::plugin(p, &self.instance_id()))
             .collect()
     }
 
     fn plugin(&self, id: &str) -> Result<PluginView, ApiError> {
-        self.find(id).map(|p| views::plugin(&p))
+        self.find(id)
+            .map(|p| views::plugin(&p, &self.instance_id()))
     }
 
     async fn enable(&self, id: &str) -> Result<(), ApiError> {
@@ -203,6 +265,78 @@ impl Backend for Daemon {
             .by_route(&format!("/{route}"))
             .ok_or_else(|| ApiError::NotFound(format!("no plugin serves the route /{route}")))?;
         self.forward_to(&plugin, request).await
+    }
+
+    fn instance(&self) -> InstanceView {
+        InstanceView {
+            instance_id: self.instance_id(),
+            machine_id_changed: self.machine().changed,
+        }
+    }
+
+    async fn regenerate_instance(&self) -> Result<InstanceView, ApiError> {
+        let hash = self.machine().hash;
+        let old = self.instance_id();
+        let new = stored(self.store.regenerate_instance_id(hash.as_deref()).await)?;
+        {
+            let mut machine = self
+                .machine
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if machine.hash.is_some() {
+                machine.changed = Some(false);
+            }
+        }
+        tracing::warn!(%old, %new, "new instance id: licences made for the old one no longer apply");
+        let event = Event::new(
+            None,
+            EventKind::InstanceRegenerated,
+            format!("{old} -> {new}"),
+        );
+        if let Err(e) = self.store.record_event(event).await {
+            tracing::warn!(error = %e, "cannot record event");
+        }
+        for plugin in self.manager.list() {
+            self.reapply(&plugin).await?;
+        }
+        Ok(self.instance())
+    }
+
+    fn license(&self, id: &str) -> Result<LicenseView, ApiError> {
+        let plugin = self.find(id)?;
+        let status = plugin.license_status(&self.instance_id());
+        Ok(views::license(&status, plugin.license().is_some()))
+    }
+
+    async fn install_license(&self, id: &str, line: &str) -> Result<LicenseView, ApiError> {
+        let plugin = self.find(id)?;
+        let Some(metadata) = &plugin.metadata else {
+            return Err(ApiError::BadRequest(format!(
+                "plugin {id:?} is invalid: no licence can be installed for it"
+            )));
+        };
+        let line = line.trim();
+        check_install(metadata, line, &self.instance_id(), chrono::Utc::now())
+            .map_err(|e| ApiError::BadRequest(format!("licence refused: {e}")))?;
+        stored(self.store.set_license(&plugin.id, line).await)?;
+        plugin.set_license(Some(line.to_owned()));
+        tracing::info!(plugin = %plugin.id, "licence installed");
+        self.reapply(&plugin).await?;
+        self.license(id)
+    }
+
+    async fn remove_license(&self, id: &str) -> Result<LicenseView, ApiError> {
+        let plugin = self.find(id)?;
+        let existed = stored(self.store.remove_license(&plugin.id).await)?;
+        if !existed {
+            return Err(ApiError::NotFound(format!(
+                "plugin {id:?} has no licence installed"
+            )));
+        }
+        plugin.set_license(None);
+        tracing::info!(plugin = %plugin.id, "licence removed");
+        self.reapply(&plugin).await?;
+        self.license(id)
     }
 
     async fn backup(&self) -> Result<Backup, ApiError> {

@@ -1,10 +1,26 @@
 //! What the API shows of a plugin, from what the domain knows of it.
 
-use crate::api::PluginView;
+use crate::api::{LicenseView, PluginView};
+use crate::plugins::license::LicenseStatus;
 use crate::plugins::{PluginHandle, State};
 
-/// `GET /api/plugins/{id}`.
-pub(super) fn plugin(handle: &PluginHandle) -> PluginView {
+/// A plugin's licence.
+pub(super) fn license(status: &LicenseStatus, installed: bool) -> LicenseView {
+    LicenseView {
+        status: status.state.as_str(),
+        licensee: status.licensee.clone(),
+        expires: status.expires.map(|d| d.to_string()),
+        expires_in_seconds: status
+            .expires_at
+            .map(|at| (at - chrono::Utc::now()).num_seconds()),
+        error: status.error.clone(),
+        required: status.required,
+        installed,
+    }
+}
+
+/// `GET /api/plugins/{id}`, on instance `instance_id`.
+pub(super) fn plugin(handle: &PluginHandle, instance_id: &str) -> PluginView {
     let now = handle.snapshot();
     let metadata = handle.metadata.as_ref();
     let state = now.state;
@@ -38,5 +54,9 @@ pub(super) fn plugin(handle: &PluginHandle) -> PluginView {
         cgroup: now.cgroup,
         memory_bytes: now.usage.memory_bytes,
         cpu_usec: now.usage.cpu_usec,
+        license: license(
+            &handle.license_status(instance_id),
+            handle.license().is_some(),
+        ),
     }
 }

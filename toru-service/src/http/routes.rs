@@ -56,6 +56,8 @@ enum Endpoint<'a> {
     Metrics,
     Backup,
     Session,
+    Regenerate,
+    License(&'a str),
     Plugin(&'a str),
     Action(&'a str, Action),
     Logs(&'a str),
@@ -74,6 +76,10 @@ const GET: &str = "GET, HEAD";
 const POST: &str = "POST";
 /// `Allow` of the session: whether there is one, log in, log out.
 const SESSION: &str = "GET, HEAD, POST, DELETE";
+/// `Allow` of a plugin's licence: show, install, remove.
+const LICENSE: &str = "GET, HEAD, PUT, DELETE";
+/// The most a licence body may hold (a licence is at most 8 KiB).
+const MAX_LICENSE_BYTES: usize = 16 * 1024;
 
 impl<'a> Endpoint<'a> {
     /// The endpoint of `path`, matched on raw (not percent-decoded) segments;
@@ -95,6 +101,7 @@ impl<'a> Endpoint<'a> {
             ["health"] => Self::Health,
             ["session"] => Self::Session,
             ["instance"] => Self::Instance,
+            ["instance", "regenerate"] => Self::Regenerate,
             ["status"] => Self::Status,
             ["events"] => Self::Events,
             ["store", "backup"] => Self::Backup,
@@ -106,6 +113,7 @@ impl<'a> Endpoint<'a> {
             ["plugins", id, "logs"] => Self::Logs(id),
             ["plugins", id, "kv"] => Self::Kv(id),
             ["plugins", id, "bundle.js"] => Self::Bundle(id),
+            ["plugins", id, "license"] => Self::License(id),
             _ => return None,
         };
         endpoint.subject().is_none_or(is_name).then_some(endpoint)
@@ -114,8 +122,9 @@ impl<'a> Endpoint<'a> {
     /// The methods it answers; `None` for any.
     fn allowed(self) -> Option<&'static str> {
         match self {
-            Self::Action(..) | Self::Kv(_) => Some(POST),
+            Self::Action(..) | Self::Kv(_) | Self::Regenerate => Some(POST),
             Self::Session => Some(SESSION),
+            Self::License(_) => Some(LICENSE),
             Self::Forward { .. } => None,
             _ => Some(GET),
         }
@@ -129,6 +138,7 @@ impl<'a> Endpoint<'a> {
             | Self::Logs(id)
             | Self::Kv(id)
             | Self::Bundle(id)
+            | Self::License(id)
             | Self::Forward { route: id, .. } => Some(id),
             _ => None,
         }
@@ -228,9 +238,35 @@ impl<B: Backend> Gateway<B> {
         Ok(match endpoint {
             Endpoint::Health => respond::ok(&serde_json::json!({ "status": "ok" })),
             Endpoint::Session => self.session(request, caller).await?,
-            Endpoint::Instance => {
-                respond::ok(&serde_json::json!({ "instance_id": backend.instance_id() }))
+            Endpoint::Instance => respond::ok(&backend.instance()),
+            Endpoint::Regenerate => {
+                let (parts, body) = request.into_parts();
+                let body = body::read(body, &parts.headers, MAX_LOGIN_BYTES).await?;
+                let confirmed = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("confirm").and_then(serde_json::Value::as_bool))
+                    == Some(true);
+                if !confirmed {
+                    return Err(ApiError::BadRequest(
+                        "a new instance id ends every licence of this installation: send \
+                         {\"confirm\": true} to make one"
+                            .into(),
+                    ));
+                }
+                respond::ok(&backend.regenerate_instance().await?)
             }
+            Endpoint::License(id) => match *request.method() {
+                Method::PUT => {
+                    let (parts, body) = request.into_parts();
+                    let body = body::read(body, &parts.headers, MAX_LICENSE_BYTES).await?;
+                    let line = std::str::from_utf8(&body).map_err(|_| {
+                        ApiError::BadRequest("a licence is one line of text".into())
+                    })?;
+                    respond::ok(&backend.install_license(id, line).await?)
+                }
+                Method::DELETE => respond::ok(&backend.remove_license(id).await?),
+                _ => respond::ok(&backend.license(id)?),
+            },
             Endpoint::Status => respond::ok(&backend.status()),
             Endpoint::Plugins => respond::ok(&backend.plugins()),
             Endpoint::Plugin(id) => respond::ok(&backend.plugin(id)?),

@@ -17,8 +17,6 @@ pub(crate) struct Context {
     settings: watch::Receiver<Arc<Settings>>,
     /// The database.
     pub(crate) store: store::Handle,
-    /// Given to every plugin.
-    pub(crate) instance_id: String,
     /// torud's cgroup, when it has a writable one; else plugins run in
     /// process groups only.
     pub(crate) cgroups: Option<Arc<Cgroups>>,
@@ -33,10 +31,14 @@ impl Context {
     ) -> Self {
         Self {
             settings,
-            instance_id: store.instance_id().to_string(),
             store,
             cgroups,
         }
+    }
+
+    /// This installation's instance id, as it is now (the administrator may make a new one).
+    pub(crate) fn instance_id(&self) -> String {
+        self.store.instance_id().to_string()
     }
 
     /// The settings in force.

@@ -81,6 +81,8 @@ pub(crate) struct PluginHandle {
     status: Mutex<Status>,
     link: RwLock<Option<Arc<PluginLink>>>,
     group: RwLock<Option<Arc<PluginGroup>>>,
+    /// The licence line installed, as read at the last start or install.
+    license: RwLock<Option<String>>,
     settled: watch::Sender<bool>,
     commands: Option<mpsc::Sender<Command>>,
 }
@@ -113,6 +115,7 @@ impl PluginHandle {
             }),
             link: RwLock::new(None),
             group: RwLock::new(None),
+            license: RwLock::new(None),
             settled: watch::Sender::new(false),
             commands: Some(commands),
         }
@@ -143,6 +146,7 @@ impl PluginHandle {
             }),
             link: RwLock::new(None),
             group: RwLock::new(None),
+            license: RwLock::new(None),
             settled: watch::Sender::new(true),
             commands: None,
         }
@@ -228,6 +232,29 @@ impl PluginHandle {
     /// Sets or clears the cgroup.
     pub(crate) fn set_group(&self, group: Option<Arc<PluginGroup>>) {
         *self.group.write().unwrap_or_else(PoisonError::into_inner) = group;
+    }
+
+    /// The licence line installed for it, as last read.
+    pub(crate) fn license(&self) -> Option<String> {
+        self.license
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records the licence line installed for it.
+    pub(crate) fn set_license(&self, line: Option<String>) {
+        *self.license.write().unwrap_or_else(PoisonError::into_inner) = line;
+    }
+
+    /// What its licence is worth on instance `instance_id` now.
+    pub(crate) fn license_status(&self, instance_id: &str) -> super::license::LicenseStatus {
+        super::license::status(
+            self.metadata.as_ref(),
+            self.license().as_deref(),
+            instance_id,
+            chrono::Utc::now(),
+        )
     }
 
     /// The plugin has started or failed once: torud may report ready.

@@ -20,6 +20,8 @@ pub(crate) mod isolation;
 pub(crate) mod kv;
 /// Plugin processes an earlier torud left running.
 pub(crate) mod leftovers;
+/// Whether a plugin is licensed here.
+pub(crate) mod license;
 /// Forwarding requests in protocol 1 or 2.
 pub(crate) mod link;
 /// Plugin output: ring buffer and journal events.

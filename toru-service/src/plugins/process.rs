@@ -40,6 +40,8 @@ pub(crate) struct PluginEnv<'a> {
     pub(crate) instance_id: &'a str,
     /// Working directory and `HOME`.
     pub(crate) home: &'a Path,
+    /// `TORU_LICENSE_KEY`: the licence line, for protocol-1 plugins.
+    pub(crate) license: Option<&'a str>,
 }
 
 /// Starts `path` with stdout and stderr piped to torud, inside `group`
@@ -72,6 +74,9 @@ pub(crate) async fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(license) = env.license {
+        command.env("TORU_LICENSE_KEY", license);
+    }
     let procs = group
         .map(|group| group.join_before_exec(&mut command))
         .transpose()?;

@@ -41,6 +41,8 @@ enum Outcome {
     Stopped(Step),
     /// Died, failed to start, or hung after running `uptime`.
     Crashed { uptime: Duration, reason: String },
+    /// Not started: it requires a licence it does not have.
+    Unlicensed(String),
 }
 
 /// Runs until [`Command::Stop`] (or until every sender of commands is gone).
@@ -75,6 +77,20 @@ pub(crate) async fn supervise(
             }
             Phase::Run => match run_once(&handle, &ctx, &mut commands).await {
                 Outcome::Stopped(step) => step,
+                Outcome::Unlicensed(reason) => {
+                    warn!(plugin = %handle.id, %reason, "plugin not started");
+                    ctx.event(
+                        &handle.id,
+                        EventKind::Failed,
+                        format!("not started: {reason}"),
+                    )
+                    .await;
+                    // Not persisted: installing a licence restarts it.
+                    Step {
+                        next: Phase::Failed(format!("not started: {reason}")),
+                        effect: Effect::None,
+                    }
+                }
                 Outcome::Crashed { uptime, reason } => {
                     after_crash(&handle, &ctx, &mut restarts, uptime, reason).await
                 }
@@ -168,6 +184,23 @@ async fn run_once(
     commands: &mut mpsc::Receiver<Command>,
 ) -> Outcome {
     handle.set_state(State::Starting, None);
+    let license = match ctx.store.license(&handle.id).await {
+        Ok(line) => line,
+        Err(e) => {
+            warn!(plugin = %handle.id, error = %e, "cannot read the plugin's licence");
+            None
+        }
+    };
+    handle.set_license(license);
+    let status = handle.license_status(&ctx.instance_id());
+    if let Some(reason) = status.refusal() {
+        return Outcome::Unlicensed(reason);
+    }
+    if let Some(at) = status.expires_at
+        && at - chrono::Utc::now() < chrono::Duration::days(super::license::WARN_DAYS)
+    {
+        warn!(plugin = %handle.id, expires = %at, "the plugin's licence expires soon");
+    }
     let group = match &ctx.cgroups {
         None => None,
         Some(cgroups) => {
@@ -218,11 +251,17 @@ async fn run_process(
     let settings = ctx.settings();
     // The plugin's own folder: its socket, its working directory and HOME.
     let home = handle.socket.parent().unwrap_or(&settings.runtime_dir);
+    let instance_id = ctx.instance_id();
+    let license = handle.license();
     let env = PluginEnv {
         socket: &handle.socket,
         plugin_id: &handle.id,
-        instance_id: &ctx.instance_id,
+        instance_id: &instance_id,
         home,
+        // Protocol 1 plugins get the licence as the first host's design gave it.
+        license: (handle.protocol < 2)
+            .then_some(license.as_deref())
+            .flatten(),
     };
     let isolation = if settings.isolate_plugins {
         match Isolation::new(&settings, home) {
@@ -388,10 +427,11 @@ async fn connect(handle: &PluginHandle, ctx: &Context) -> Result<PluginLink, Str
         .max(MIN_INIT_TIME);
     if handle.protocol >= 2 {
         let init = InitParams {
-            instance_id: ctx.instance_id.clone(),
+            instance_id: ctx.instance_id(),
             plugin_id: handle.id.clone(),
             config: ctx.plugin_config(&handle.id),
             limits: Limits::default(),
+            license: handle.license(),
         };
         let kv = Arc::new(StoreKv::new(ctx.store.clone(), &handle.id));
         HostConnection::connect(stream, init, kv, left)
@@ -402,7 +442,7 @@ async fn connect(handle: &PluginHandle, ctx: &Context) -> Result<PluginLink, Str
         // The probe connection served as the readiness check; v1 init
         // travels on a connection of its own.
         drop(stream);
-        LegacyLink::init(&handle.socket, &ctx.instance_id, left)
+        LegacyLink::init(&handle.socket, &ctx.instance_id(), left)
             .await
             .map(PluginLink::V1)
             .map_err(|e| format!("init failed: {e}"))

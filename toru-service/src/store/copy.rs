@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::seal::unseal;
 use super::{
-    DB_FILE, EVENTS, INSTANCE_FILE, KV, LOCK_FILE, MAX_EVENTS, META, PLUGINS, SCHEMA_VERSION,
-    Store, StoreError, StoreResult, classify, io_error, open, shielded,
+    DB_FILE, EVENTS, INSTANCE_FILE, KV, LICENSES, LOCK_FILE, MAX_EVENTS, META, PLUGINS,
+    SCHEMA_VERSION, Store, StoreError, StoreResult, classify, io_error, open, shielded,
 };
 use crate::config::VerifyOnStart;
 
@@ -37,6 +37,8 @@ pub struct Counts {
     pub records: u64,
     /// Events in the log.
     pub events: u64,
+    /// Licences installed.
+    pub licenses: u64,
 }
 
 /// What [`restore`] did.
@@ -99,6 +101,13 @@ impl Store {
                     for entry in snapshot.open_table(EVENTS)?.iter()? {
                         let (key, value) = entry?;
                         events.insert(key.value(), value.value())?;
+                    }
+                    let mut licenses = txn.open_table(LICENSES)?;
+                    if let Some(table) = optional(snapshot.open_table(LICENSES))? {
+                        for entry in table.iter()? {
+                            let (key, value) = entry?;
+                            licenses.insert(key.value(), value.value())?;
+                        }
                     }
                 }
                 txn.commit()?;
@@ -186,7 +195,25 @@ fn check_all(snapshot: &ReadTransaction, path: &Path) -> StoreResult<Counts> {
         }
         counts.events += 1;
     }
+    let licenses = optional(snapshot.open_table(LICENSES)).map_err(&db_error)?;
+    for entry in licenses.iter().flat_map(|t| t.iter().into_iter().flatten()) {
+        let (plugin, value) = entry.map_err(|e| db_error(e.into()))?;
+        let plugin = plugin.value();
+        if let Err(detail) = unseal("licenses", &[plugin.as_bytes()], value.value()) {
+            return Err(damaged(format!("the licence of plugin {plugin:?}"), detail));
+        }
+        counts.licenses += 1;
+    }
     Ok(counts)
+}
+
+/// A table that stores of an earlier torud may not have.
+fn optional<T>(opened: Result<T, redb::TableError>) -> Result<Option<T>, redb::Error> {
+    match opened {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What the backup (or any store file) at `path` holds, every value checked. The file is

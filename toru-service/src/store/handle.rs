@@ -135,6 +135,42 @@ impl Handle {
         .await
     }
 
+    /// `plugin`'s licence line.
+    pub async fn license(&self, plugin: &str) -> StoreResult<Option<String>> {
+        let plugin = plugin.to_owned();
+        self.run(move |s| s.license(&plugin)).await
+    }
+
+    /// Installs `line` as `plugin`'s licence.
+    pub async fn set_license(&self, plugin: &str, line: &str) -> StoreResult<()> {
+        let (plugin, line) = (plugin.to_owned(), line.to_owned());
+        self.run(move |s| s.set_license(&plugin, &line)).await
+    }
+
+    /// Removes `plugin`'s licence; whether there was one.
+    pub async fn remove_license(&self, plugin: &str) -> StoreResult<bool> {
+        let plugin = plugin.to_owned();
+        self.run(move |s| s.remove_license(&plugin)).await
+    }
+
+    /// The recorded machine-id hash.
+    pub async fn machine_hash(&self) -> StoreResult<Option<String>> {
+        self.run(|s| s.machine_hash()).await
+    }
+
+    /// Records the machine-id hash.
+    pub async fn set_machine_hash(&self, hash: &str) -> StoreResult<()> {
+        let hash = hash.to_owned();
+        self.run(move |s| s.set_machine_hash(&hash)).await
+    }
+
+    /// A new instance id (see [`Store::regenerate_instance_id`]).
+    pub async fn regenerate_instance_id(&self, hash: Option<&str>) -> StoreResult<Uuid> {
+        let hash = hash.map(str::to_owned);
+        self.run(move |s| s.regenerate_instance_id(hash.as_deref()))
+            .await
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Store) -> StoreResult<T> + Send + 'static,

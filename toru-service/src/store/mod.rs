@@ -4,7 +4,7 @@
 //!
 //! | table     | key                       | value                                   |
 //! |-----------|---------------------------|-----------------------------------------|
-//! | `meta`    | `&str`                    | `&str`: `schema_version`, `instance_id` |
+//! | `meta`    | `&str`                    | `&str`: `schema_version`, `instance_id`, `machine_id_hash` |
 //! | `kv`      | `(&str plugin, &str key)` | the plugin's bytes, sealed              |
 //! | `plugins` | `&str` plugin id          | JSON [`PluginRecord`](crate::store::PluginRecord), sealed           |
 //! | `events`  | `u64` sequence number     | JSON [`Event`](crate::store::Event), sealed                  |
@@ -67,6 +67,8 @@ mod copy;
 mod error;
 /// The store for async code: every call on the blocking pool.
 mod handle;
+/// Licences and the instance's identity.
+mod identity;
 /// Lock, instance file, verification, schema.
 mod open;
 /// Plugin records and events, and their encoding.
@@ -105,6 +107,7 @@ const META: TableDefinition<'_, &str, &str> = TableDefinition::new("meta");
 const KV: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("kv");
 const PLUGINS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("plugins");
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+const LICENSES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("licenses");
 
 /// The open store. `Send + Sync`; share it with an `Arc`. Calls block on disk I/O.
 pub struct Store {
@@ -113,7 +116,9 @@ pub struct Store {
     // the file while this one still has it.
     db: Database,
     path: PathBuf,
-    instance_id: Uuid,
+    instance_id: std::sync::RwLock<Uuid>,
+    /// The state directory, where `instance-id` lives.
+    dir: PathBuf,
     max_events: u64,
     /// Damaged values already logged, so each is said once.
     reported: Mutex<HashSet<String>>,
@@ -124,7 +129,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("path", &self.path)
-            .field("instance_id", &self.instance_id)
+            .field("instance_id", &self.instance_id())
             .finish_non_exhaustive()
     }
 }
@@ -183,7 +188,8 @@ impl Store {
         Ok(Self {
             db,
             path,
-            instance_id,
+            instance_id: std::sync::RwLock::new(instance_id),
+            dir: state_dir.to_owned(),
             max_events: max_events.max(1),
             reported: Mutex::new(HashSet::new()),
             lock,
@@ -200,9 +206,13 @@ impl Store {
         &self.path
     }
 
-    /// This installation's identity, made on first start and never changed.
+    /// This installation's identity, made on first start; changed only when the
+    /// administrator asks ([`Store::regenerate_instance_id`]).
     pub fn instance_id(&self) -> Uuid {
-        self.instance_id
+        *self
+            .instance_id
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The value of `key` in `plugin`'s namespace. A value that is damaged is an error

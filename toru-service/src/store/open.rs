@@ -27,8 +27,8 @@ use uuid::Uuid;
 
 use super::seal::seal;
 use super::{
-    CACHE_BYTES, EVENTS, INSTANCE_FILE, KV, LOCK_FILE, META, PLUGINS, SCHEMA_VERSION, StoreError,
-    StoreResult, classify, io_error,
+    CACHE_BYTES, EVENTS, INSTANCE_FILE, KV, LICENSES, LOCK_FILE, META, PLUGINS, SCHEMA_VERSION,
+    StoreError, StoreResult, classify, io_error,
 };
 use crate::config::VerifyOnStart;
 
@@ -250,6 +250,7 @@ pub(super) fn initialise(db: &Database, path: &Path, known: Option<Uuid>) -> Sto
         txn.open_table(KV)?;
         txn.open_table(PLUGINS)?;
         txn.open_table(EVENTS)?;
+        txn.open_table(LICENSES)?;
         txn.commit()?;
         Ok(Ok(id))
     };

@@ -59,6 +59,8 @@ pub enum EventKind {
     DaemonStarted,
     /// torud stopped.
     DaemonStopped,
+    /// The administrator made a new instance id.
+    InstanceRegenerated,
 }
 
 /// One entry of the event log.

@@ -53,6 +53,15 @@ fn view(id: &str) -> PluginView {
         cgroup: Some(format!("/system.slice/toru.service/plugins/{id}")),
         memory_bytes: Some(4 << 20),
         cpu_usec: Some(1500),
+        license: crate::api::LicenseView {
+            status: "not_required",
+            licensee: None,
+            expires: None,
+            expires_in_seconds: None,
+            error: None,
+            required: false,
+            installed: false,
+        },
     }
 }
 
@@ -75,6 +84,7 @@ impl Backend for FakeBackend {
             uptime_seconds: 7,
             listeners: vec!["127.0.0.1:0".into()],
             plugins: BTreeMap::from([("running".into(), 2)]),
+            warnings: Vec::new(),
         }
     }
 
@@ -183,6 +193,44 @@ impl Backend for FakeBackend {
             "weird" => Ok(HttpResponse::new(42)),
             _ => Err(ApiError::NotFound(format!("no plugin serves /{route}"))),
         }
+    }
+
+    fn instance(&self) -> crate::api::InstanceView {
+        crate::api::InstanceView {
+            instance_id: self.instance_id(),
+            machine_id_changed: Some(false),
+        }
+    }
+
+    async fn regenerate_instance(&self) -> Result<crate::api::InstanceView, ApiError> {
+        Err(ApiError::Internal("the fake keeps its id".into()))
+    }
+
+    fn license(&self, id: &str) -> Result<crate::api::LicenseView, ApiError> {
+        known(id)?;
+        Ok(crate::api::LicenseView {
+            status: "not_required",
+            licensee: None,
+            expires: None,
+            expires_in_seconds: None,
+            error: None,
+            required: false,
+            installed: false,
+        })
+    }
+
+    async fn install_license(
+        &self,
+        id: &str,
+        _line: &str,
+    ) -> Result<crate::api::LicenseView, ApiError> {
+        known(id)?;
+        Err(ApiError::BadRequest("the fake takes no licence".into()))
+    }
+
+    async fn remove_license(&self, id: &str) -> Result<crate::api::LicenseView, ApiError> {
+        known(id)?;
+        Err(ApiError::NotFound("no licence".into()))
     }
 
     async fn backup(&self) -> Result<crate::api::Backup, ApiError> {

@@ -17,7 +17,7 @@ async fn read_only_routes() {
     let instance = server.get("/api/instance").await;
     assert_eq!(
         instance.json(),
-        json!({"instance_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427"})
+        json!({"instance_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "machine_id_changed": false})
     );
 
     let status = server.get("/api/status").await.json();
