@@ -66,11 +66,14 @@ pub enum PluginError {
     Other(String),
 
     /// The plugin requires a licence, and has no valid one.
-    #[error("no valid licence: {0}")]
+    #[error("this plugin requires a licence, and the one installed is not valid: {0}")]
     License(#[source] crate::license::LicenseError),
 
     /// The plugin requires a licence, and none is installed.
-    #[error("no licence is installed (install one with `toructl license install`)")]
+    #[error(
+        "this plugin requires a licence, and none is installed \
+         (`toructl license install ID FILE` installs the one its vendor sent)"
+    )]
     NoLicense,
 }
 

@@ -30,7 +30,7 @@ const START_SLACK: Duration = Duration::from_secs(5);
 /// How often the status line is compared with the last one sent.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the warnings (licences ending, a new machine) are looked at...
-const WARNINGS_EVERY: Duration = Duration::from_secs(60);
+const WARNINGS_EVERY: Duration = Duration::from_secs(10);
 /// ...and how long one already logged stays quiet.
 const WARNING_QUIET: Duration = Duration::from_secs(24 * 3600);
 

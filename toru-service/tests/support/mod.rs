@@ -27,16 +27,37 @@ fn target_dir() -> PathBuf {
 /// The `hello` example binary, built on demand when only this package's
 /// tests were built.
 pub fn hello_binary() -> PathBuf {
-    let hello = target_dir().join("hello");
-    if !hello.exists() {
+    workspace_binary("hello", "hello")
+}
+
+/// The `licensed` example binary (its metadata requires a licence of the test key pair).
+pub fn licensed_binary() -> PathBuf {
+    workspace_binary("licensed", "licensed")
+}
+
+/// The vendor's `toru-license` binary.
+pub fn toru_license_binary() -> PathBuf {
+    workspace_binary("toru-license", "toru-license")
+}
+
+/// The test key pair's secret key (`examples/licensed/test-keys/vendor.key`).
+pub fn test_vendor_key() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/licensed/test-keys/vendor.key")
+}
+
+/// Binary `bin` of workspace package `package`, built on demand when `cargo test` built
+/// only this package.
+fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let path = target_dir().join(bin);
+    if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "hello", "--bin", "hello"])
+            .args(["build", "-p", package, "--bin", bin])
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building the hello example failed");
+        assert!(status.success(), "building {bin} failed");
     }
-    hello
+    path
 }
 
 pub fn python_plugin() -> PathBuf {
