@@ -141,8 +141,8 @@ lintian --fail-on error,warning "$WORK/out/toru_${VERSION}_${ARCH}.changes" >"$W
 ok "lintian: no error, no warning"
 
 # The example plugins, built as the package's binaries were.
-(cd "$REPO" && CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked -q -p hello) ||
-    die "building examples/hello"
+(cd "$REPO" && CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked -q -p hello -p licensed) ||
+    die "building examples/hello and examples/licensed"
 TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
@@ -177,6 +177,9 @@ cp -a --reflink=auto "$CACHE/rootfs-$SUITE" "$ROOT"
 cp "$WORK/out/$DEB" "$WORK/out/$UPGRADE_DEB" "$ROOT/root/"
 mkdir -p "$ROOT/root/plugins"
 cp "$TARGET_DIR/release/hello" "$REPO/examples/python/hello_v1.py" "$ROOT/root/plugins/"
+cp "$TARGET_DIR/release/licensed" "$ROOT/root/"
+# The vendor's test key (examples/licensed/test-keys: made for the tests, never a real secret).
+install -m 0600 "$REPO/examples/licensed/test-keys/vendor.key" "$ROOT/root/vendor.key"
 # What a browser does with the console, as curl: run inside once torud serves.
 cat >"$ROOT/root/console.sh" <<'CONSOLE'
 set -eu
@@ -284,7 +287,8 @@ ct getent passwd toru >/dev/null || die "no user toru"
 grep -q '/etc/toru/toru.toml' <<<"$(ct dpkg-query -W -f '${Conffiles}\n' toru)" || die "toru.toml is not a conffile"
 ct torud --check-config >/dev/null || die "the shipped toru.toml does not pass --check-config"
 sh_in 'test -f /usr/share/man/man8/torud.8.gz && test -f /usr/share/man/man1/toructl.1.gz &&
-    test -f /usr/share/man/man5/toru.toml.5.gz' || die "man pages missing"
+    test -f /usr/share/man/man5/toru.toml.5.gz && test -f /usr/share/man/man1/toru-license.1.gz &&
+    test -x /usr/bin/toru-license' || die "man pages or toru-license missing"
 ok "user toru, /var/lib/toru 0700, admin socket root 0600, toru.toml a conffile that checks"
 
 answer=$(ct curl -fsS -m 30 http://127.0.0.1:7070/api/health) || die "first connection got no answer"
@@ -378,6 +382,26 @@ ok "kill -STOP of torud: watchdog timeout, NRestarts $restarts -> $(prop toru.se
 ct rm -rf /etc/systemd/system/toru.service.d
 ct systemctl daemon-reload
 
+# A plugin that requires a licence: refused without one; the vendor's tool
+# (packaged) signs one for this instance; toructl installs it; it serves.
+license_status() { ct toructl --json license show "$1" | ct python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])'; }
+sh_in 'install -m 0755 /root/licensed /usr/local/lib/toru/plugins/'
+ct systemctl reload toru.service || die "systemctl reload toru (licensed)"
+until_in 30 '[ "$(toructl --json plugins show licensed | python3 -c "import json,sys; print(json.load(sys.stdin)[\"state\"])")" = failed ]' ||
+    die "licensed is not refused without a licence: $(ct toructl plugins show licensed 2>&1 | tr '\n' ' ')"
+[ "$(license_status licensed)" = missing ] || die "licensed's licence is $(license_status licensed), not missing"
+[ "$(ct curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(ct cat /var/lib/toru/admin.token)" \
+    http://127.0.0.1:7070/api/plugins/route/licensed/)" = 503 ] || die "licensed served without a licence"
+expires=$(date -u -d '+90 days' +%F)
+ct toru-license sign --key /root/vendor.key --plugin licensed --instance "$(ct toructl instance-id)" \
+    --expires "$expires" --licensee "E2E Ltd" --out /root/licensed.lic 2>/dev/null || die "toru-license sign"
+ct toructl license install licensed /root/licensed.lic >/dev/null || die "toructl license install"
+wait_running licensed 30
+[ "$(license_status licensed)" = valid ] || die "licensed's licence is $(license_status licensed) after install"
+grep -q '"licensee":"E2E Ltd"' <<<"$(api /api/plugins/route/licensed/)" || die "licensed does not serve its licence"
+grep -q "toru_plugin_license_expiry_seconds{plugin=\"licensed\"}" <<<"$(api /metrics)" || die "no licence expiry in /metrics"
+ok "licensed: refused without a licence (503), toru-license sign + toructl license install inside, served (valid until $expires)"
+
 # State that must survive.
 instance=$(ct toructl instance-id)
 ct toructl kv set hello e2e-key '"kept"' >/dev/null
@@ -424,7 +448,8 @@ apt_in upgrade install "/root/$UPGRADE_DEB"
 [ "$(prop toru.service MainPID)" != "$main" ] || die "the upgrade did not restart the running torud"
 check_state "after the upgrade to $UPGRADE_VERSION"
 wait_running hello 30
-ok "upgrade to $UPGRADE_VERSION: torud restarted, socket kept listening, instance id and KV kept"
+wait_running licensed 30
+ok "upgrade to $UPGRADE_VERSION: torud restarted, socket kept listening, instance id, KV and licence kept"
 
 apt_in remove remove toru
 [ -z "$(ct pgrep -u toru || true)" ] || die "processes of toru left after remove"

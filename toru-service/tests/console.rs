@@ -290,3 +290,103 @@ window.ToruPlugins.thrower = { mount() { throw new Error("thrower's mount broke"
     let mut torud = torud;
     torud.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn licences_in_the_console() {
+    if !available() {
+        return;
+    }
+    use toru_plugin_api::license::Claims;
+    use toru_plugin_api::license::vendor::SecretKey;
+
+    let setup = Setup::new();
+    std::os::unix::fs::symlink(licensed_binary(), setup.plugins.join("licensed")).unwrap();
+    let torud = setup.start().await;
+    torud.wait_ready().await;
+    let instance = torud.get("/api/instance").await.json()["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sign = |key: &SecretKey, days: i64| {
+        key.sign(&Claims {
+            plugin: "licensed".into(),
+            instance: instance.clone(),
+            licensee: Some("ACME <b>Ltd</b>".into()),
+            issued_at: chrono::Utc::now() - chrono::Duration::hours(1),
+            expires: Some((chrono::Utc::now() + chrono::Duration::days(days)).date_naive()),
+            extra: serde_json::Map::new(),
+        })
+        .unwrap()
+    };
+    let vendor =
+        SecretKey::from_text(&std::fs::read_to_string(test_vendor_key()).unwrap()).unwrap();
+    let soon = sign(&vendor, 5);
+    let forged = sign(&SecretKey::generate().unwrap(), 300);
+
+    let base = format!("http://127.0.0.1:{}", torud.port);
+    let browser = Browser::start(1280, 900).await;
+    browser.open(&format!("{base}/ui/#/plugins")).await;
+    log_in(&browser, &torud).await;
+    browser.open(&format!("{base}/ui/#/plugins")).await;
+    browser
+        .wait_text(
+            "#plugins tr[data-plugin=licensed] .plugin-license",
+            "missing",
+        )
+        .await;
+    browser
+        .wait_text("#plugins tr[data-plugin=licensed]", "requires a licence")
+        .await;
+
+    // Installed from its page.
+    browser.open(&format!("{base}/ui/#/plugins/licensed")).await;
+    browser.wait_text("#license-status", "missing").await;
+    browser.type_into("#license-text", &forged).await;
+    browser.click("#license-install").await;
+    browser.wait_text(".toast.error", "signature").await;
+    assert_eq!(
+        torud.plugin("licensed").await["license"]["status"],
+        "missing"
+    );
+    browser.type_into("#license-text", &soon).await;
+    browser.click("#license-install").await;
+    browser
+        .wait_text(".toast.success", "licence installed")
+        .await;
+    browser.wait_text("#license-status", "valid until").await;
+    // The licensee is text, not markup.
+    browser.wait_text("#license", "ACME <b>Ltd</b>").await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('#license b').length;")
+            .await,
+        json!(0)
+    );
+    assert_eq!(
+        torud.wait_state("licensed", "running").await["license"]["status"],
+        "valid"
+    );
+    browser.screenshot("plugin-licence").await;
+
+    // Ending within 14 days: the overview says so.
+    browser.open(&format!("{base}/ui/#/")).await;
+    browser
+        .wait_text("#warnings", "the licence of licensed ends after")
+        .await;
+    browser.screenshot("overview-warning").await;
+
+    // Removed, after a confirmation.
+    browser.open(&format!("{base}/ui/#/plugins/licensed")).await;
+    browser.click("#license-remove").await;
+    browser.client.accept_alert().await.unwrap();
+    browser.wait_text(".toast.success", "licence removed").await;
+    browser.wait_text("#license-status", "missing").await;
+    assert_eq!(
+        torud.plugin("licensed").await["license"]["installed"],
+        false
+    );
+
+    browser.close().await;
+    let mut torud = torud;
+    torud.stop();
+}

@@ -193,3 +193,33 @@ fn unknown_payload_fields_are_kept_and_ignored() {
     let license = verify(&line, &key.public()).unwrap();
     assert_eq!(license.claims.extra["seats"], 25);
 }
+
+#[test]
+fn the_documented_test_vector_verifies() {
+    let doc = include_str!("../../../docs/LICENSES.md");
+    let line = doc
+        .lines()
+        .find(|l| l.starts_with(PREFIX) && l.len() > 100)
+        .expect("docs/LICENSES.md has a test vector");
+    let key: PublicKey = "ed25519:fAuNr_SOZT8gS9aM2uaVvzLXSFmKipBP2fb3lR8Czsc"
+        .parse()
+        .unwrap();
+    let then: DateTime<Utc> = "2027-01-01T00:00:00Z".parse().unwrap();
+    let license = License::verify(
+        line,
+        &key,
+        "c6f93da1-57db-4c4e-b6ac-ff35f41227c6",
+        "licensed",
+        then,
+    )
+    .unwrap();
+    assert_eq!(license.claims.licensee.as_deref(), Some("ACME Ltd"));
+    assert_eq!(license.claims.expires.unwrap().to_string(), "2027-06-30");
+    // The decoded payload the document shows is the one signed.
+    let (payload, _) = split(line).unwrap();
+    let shown = doc
+        .lines()
+        .find(|l| l.starts_with("{\"plugin\":\"licensed\""))
+        .unwrap();
+    assert_eq!(String::from_utf8(payload).unwrap(), shown);
+}

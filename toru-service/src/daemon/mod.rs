@@ -111,6 +111,17 @@ impl Daemon {
         warnings
     }
 
+    /// Records an event of `plugin`; a store that cannot is said in the journal.
+    async fn event(&self, plugin: &str, kind: EventKind, detail: impl Into<String>) {
+        if let Err(e) = self
+            .store
+            .record_event(Event::new(Some(plugin), kind, detail))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record event");
+        }
+    }
+
     fn find(&self, id: &str) -> Result<Arc<PluginHandle>, ApiError> {
         self.manager
             .find(id)
@@ -320,7 +331,15 @@ impl Backend for Daemon {
             .map_err(|e| ApiError::BadRequest(format!("licence refused: {e}")))?;
         stored(self.store.set_license(&plugin.id, line).await)?;
         plugin.set_license(Some(line.to_owned()));
-        tracing::info!(plugin = %plugin.id, "licence installed");
+        let view = self.license(id)?;
+        let detail = match (&view.licensee, &view.expires) {
+            (Some(to), Some(day)) => format!("{}: {to}, until {day}", view.status),
+            (Some(to), None) => format!("{}: {to}, no end", view.status),
+            _ => view.status.to_owned(),
+        };
+        tracing::info!(plugin = %plugin.id, %detail, "licence installed");
+        self.event(&plugin.id, EventKind::LicenseInstalled, detail)
+            .await;
         self.reapply(&plugin).await?;
         self.license(id)
     }
@@ -335,6 +354,12 @@ impl Backend for Daemon {
         }
         plugin.set_license(None);
         tracing::info!(plugin = %plugin.id, "licence removed");
+        self.event(
+            &plugin.id,
+            EventKind::LicenseRemoved,
+            "removed by the administrator",
+        )
+        .await;
         self.reapply(&plugin).await?;
         self.license(id)
     }

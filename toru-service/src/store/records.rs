@@ -61,6 +61,10 @@ pub enum EventKind {
     DaemonStopped,
     /// The administrator made a new instance id.
     InstanceRegenerated,
+    /// A licence was installed for a plugin.
+    LicenseInstalled,
+    /// A plugin's licence was removed.
+    LicenseRemoved,
 }
 
 /// One entry of the event log.

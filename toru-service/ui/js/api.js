@@ -8,11 +8,14 @@ export class ApiError extends Error {
   }
 }
 
-/** `method path` with an optional JSON `body`; the answer's JSON. A 401
- * tells the page to show the login form. */
+/** `method path` with an optional `body` (JSON, or a string sent as text);
+ * the answer's JSON. A 401 tells the page to show the login form. */
 export async function call(method, path, body) {
   const options = { method, credentials: "same-origin", headers: {} };
-  if (body !== undefined) {
+  if (typeof body === "string") {
+    options.headers["Content-Type"] = "text/plain; charset=utf-8";
+    options.body = body;
+  } else if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
@@ -41,6 +44,8 @@ export async function call(method, path, body) {
 
 export const get = (path) => call("GET", path);
 export const post = (path, body) => call("POST", path, body);
+export const put = (path, body) => call("PUT", path, body);
+export const del = (path) => call("DELETE", path);
 
 /** A plugin's id as a path segment. */
 export const segment = (id) => encodeURIComponent(id);

@@ -89,3 +89,33 @@ export function since(timestamp) {
   if (!timestamp) return null;
   return (Date.now() - Date.parse(timestamp)) / 1000;
 }
+
+/** A plugin's licence in a few words, and how it should look: "valid until
+ * 2027-06-30", "missing", "expired 2026-11-30", "—" when none is needed. */
+export function licenseSummary(license) {
+  if (!license) return { text: "—", tone: "" };
+  const until = license.expires ? ` until ${license.expires}` : "";
+  switch (license.status) {
+    case "valid": {
+      const soon = license.expires_in_seconds !== null && license.expires_in_seconds !== undefined
+        && license.expires_in_seconds < 14 * 86400;
+      return { text: `valid${until}`, tone: soon ? "warn" : "ok" };
+    }
+    case "missing":
+      return { text: "missing", tone: "bad" };
+    case "expired":
+      return { text: `expired${license.expires ? ` ${license.expires}` : ""}`, tone: "bad" };
+    case "invalid":
+      return { text: "invalid", tone: license.required ? "bad" : "warn" };
+    default:
+      return { text: license.installed ? "kept unverified" : "—", tone: "" };
+  }
+}
+
+/** The licence as a dot and words, like the state. */
+export function licenseBadge(license) {
+  const { text, tone } = licenseSummary(license);
+  if (!tone) return h("span", { class: "muted license" }, text);
+  return h("span", { class: "state license" },
+    h("span", { class: `dot ${tone}`, "aria-hidden": "true" }), text);
+}

@@ -105,7 +105,8 @@ async function started() {
   document.getElementById("logout").hidden = session.by !== "session";
   try {
     const instance = await get("/api/instance");
-    document.getElementById("instance").textContent = `instance ${instance.instance_id}`;
+    const changed = instance.machine_id_changed ? " (the machine id changed: see the overview)" : "";
+    document.getElementById("instance").textContent = `instance ${instance.instance_id}${changed}`;
   } catch {
     // Shown again at the next start.
   }

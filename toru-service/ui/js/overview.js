@@ -6,8 +6,12 @@ import { duration, h, replace } from "./dom.js";
 export async function overview(main) {
   const [status, events] = await Promise.all([get("/api/status"), get("/api/events?limit=15")]);
   const states = Object.entries(status.plugins || {});
+  const warnings = status.warnings || [];
   replace(main,
     h("h1", {}, "Overview"),
+    warnings.length === 0 ? null : h("section", { class: "notice", id: "warnings", role: "status" },
+      h("h2", {}, "Needs attention"),
+      h("ul", {}, warnings.map((w) => h("li", {}, w)))),
     h("section", { class: "card" },
       h("dl", { class: "facts" },
         h("dt", {}, "Instance"), h("dd", { class: "mono" }, status.instance_id),

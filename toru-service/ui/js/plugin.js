@@ -1,10 +1,11 @@
 // A plugin's page: what it is, its state, its recent output (followed live
 // while the page is open), its events and its stored keys.
 
-import { ApiError, get, post, segment } from "./api.js";
-import { bytes, duration, h, replace, since, stateBadge } from "./dom.js";
+import { ApiError, del, get, post, put, segment } from "./api.js";
+import { bytes, duration, h, licenseBadge, replace, since, stateBadge } from "./dom.js";
 import { eventsTable } from "./overview.js";
 import { actions } from "./plugins.js";
+import { showToast } from "./toast.js";
 
 const FOLLOW_EVERY_MS = 2000;
 
@@ -37,6 +38,7 @@ export async function pluginPage(main, id, refresh) {
       h("div", { class: "buttons" },
         actions(p, refresh),
         p.enabled && p.state !== "invalid" ? h("a", { class: "button", href: `#/view/${segment(p.id)}` }, "Open its view") : null)),
+    p.state === "invalid" ? null : licenseSection(p, refresh),
     h("h2", {}, "Output"),
     logs,
     h("h2", {}, "Events"),
@@ -72,4 +74,85 @@ function keysList(keys) {
   return h("div", {},
     h("ul", { class: "mono", id: "keys" }, list.map((k) => h("li", {}, k))),
     keys.truncated ? h("p", { class: "hint" }, "Only the first keys are shown.") : null);
+}
+
+/** What the licence is, and the form to install (or remove) one. A plugin
+ * that needs none still takes one, kept for it unverified: the first host's
+ * plugins checked theirs themselves. */
+function licenseSection(p, refresh) {
+  const license = p.license || {};
+  const needed = license.required || license.status !== "not_required" || license.installed;
+  const text = h("textarea", {
+    id: "license-text", rows: "3", spellcheck: "false", autocomplete: "off",
+    placeholder: "toru-license-v1.…", "aria-describedby": "license-hint",
+  });
+  const install = h("button", { type: "submit", class: "primary", id: "license-install" }, "Install");
+  const form = h("form", { id: "license-form" },
+    h("label", { for: "license-text" }, "Licence from the vendor"),
+    text,
+    h("p", { class: "hint", id: "license-hint" },
+      "torud checks it (signature, plugin, this instance, dates) before keeping it; the plugin restarts with it."),
+    h("div", { class: "buttons" }, install));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const line = text.value.trim();
+    if (!line) {
+      showToast("Paste the licence first.", "error");
+      text.focus();
+      return;
+    }
+    install.disabled = true;
+    try {
+      const answer = await put(`/api/plugins/${segment(p.id)}/license`, line);
+      showToast(`${p.name}: licence installed (${answer.status})`, "success");
+      await settled(p);
+      await refresh();
+    } catch (e) {
+      showToast(`${p.name}: ${e.message}`, "error");
+      install.disabled = false;
+    }
+  });
+  const remove = license.installed
+    ? h("button", { type: "button", id: "license-remove" }, "Remove the licence")
+    : null;
+  if (remove) {
+    remove.addEventListener("click", async () => {
+      if (!window.confirm(`Remove the licence of ${p.name}? It restarts without it.`)) return;
+      remove.disabled = true;
+      try {
+        await del(`/api/plugins/${segment(p.id)}/license`);
+        showToast(`${p.name}: licence removed`, "success");
+        await settled(p);
+        await refresh();
+      } catch (e) {
+        showToast(`${p.name}: ${e.message}`, "error");
+        remove.disabled = false;
+      }
+    });
+  }
+  return [
+    h("h2", {}, "Licence"),
+    h("section", { class: "card", id: "license" },
+      h("dl", { class: "facts" },
+        h("dt", {}, "Status"), h("dd", { id: "license-status" }, licenseBadge(license)),
+        license.error ? [h("dt", {}, "Why"), h("dd", { class: "error-text" }, license.error)] : null,
+        h("dt", {}, "Licensee"), h("dd", {}, license.licensee || "—"),
+        h("dt", {}, "Expires"), h("dd", {}, license.expires
+          ? `${license.expires}${license.expires_in_seconds > 0 ? ` (in ${duration(license.expires_in_seconds)})` : ""}`
+          : license.installed ? "never" : "—"),
+        h("dt", {}, "Required"), h("dd", {}, license.required ? "yes: it does not run without one" : "no")),
+      needed ? form : h("details", {}, h("summary", {}, "Install a licence"), form),
+      remove ? h("div", { class: "buttons" }, remove) : null),
+  ];
+}
+
+/** Waits (a few seconds at most) for the restart a licence change causes. */
+async function settled(before) {
+  for (let i = 0; i < 40; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    const now = await get(`/api/plugins/${segment(before.id)}`).catch(() => null);
+    if (!now) return;
+    const moved = now.pid !== before.pid || now.state !== before.state;
+    if (moved && now.state !== "starting") return;
+  }
 }

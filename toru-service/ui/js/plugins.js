@@ -2,7 +2,7 @@
 // it uses, and the buttons to enable, disable and restart it.
 
 import { post, segment } from "./api.js";
-import { bytes, duration, h, replace, since, stateBadge } from "./dom.js";
+import { bytes, duration, h, licenseBadge, replace, since, stateBadge } from "./dom.js";
 import { showToast } from "./toast.js";
 
 /** Draws the table into `main` from `plugins`; `refresh()` reloads them. */
@@ -17,6 +17,7 @@ export function plugins(main, list, refresh) {
           h("thead", {}, h("tr", {},
             h("th", {}, "Plugin"),
             h("th", {}, "State"),
+            h("th", {}, "Licence"),
             h("th", { class: "hide-narrow" }, "Version"),
             h("th", { class: "hide-narrow" }, "Restarts"),
             h("th", { class: "hide-narrow" }, "Up"),
@@ -35,6 +36,8 @@ function row(p, refresh) {
       p.name !== p.id ? h("div", { class: "hint mono" }, p.id) : null,
       p.error ? h("div", { class: "error-text" }, p.error) : null),
     h("td", { class: "plugin-state" }, stateBadge(p)),
+    h("td", { class: "plugin-license" }, licenseBadge(p.license),
+      p.license && p.license.licensee ? h("div", { class: "hint" }, p.license.licensee) : null),
     h("td", { class: "hide-narrow" }, p.version),
     h("td", { class: "hide-narrow" }, String(p.restarts)),
     h("td", { class: "hide-narrow" }, running ? duration(since(p.running_since)) : "—"),
