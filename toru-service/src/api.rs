@@ -43,6 +43,9 @@ pub(crate) struct PluginView {
     pub(crate) restarts: u32,
     /// When the process in this run began serving (RFC 3339), while it runs.
     pub(crate) running_since: Option<String>,
+    /// When it entered its `state` (RFC 3339, µs): a client waiting for a restart
+    /// watches it change.
+    pub(crate) state_since: String,
     /// Why the plugin is invalid or failed; `null` otherwise.
     pub(crate) error: Option<String>,
     /// Where the plugin listens.

@@ -237,6 +237,7 @@ mod tests {
             pid: Some(1),
             restarts: 0,
             running_since: None,
+            state_since: String::new(),
             error: None,
             socket_path: String::new(),
             cgroup: None,

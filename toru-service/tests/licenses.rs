@@ -94,6 +94,9 @@ async fn a_licensed_plugin_serves_only_with_a_valid_licence() {
         "{run:?}"
     );
     assert!(run.stdout.contains("valid"), "{run:?}");
+    // toructl waited for the restart: the plugin serves when it returns.
+    assert!(run.stdout.contains("licensed is running (pid "), "{run:?}");
+    assert_eq!(torud.plugin("licensed").await["state"], "running");
     let plugin = torud.wait_state("licensed", "running").await;
     assert_eq!(plugin["license"]["status"], "valid");
     assert_eq!(plugin["license"]["licensee"], "ACME Ltd");
@@ -465,5 +468,100 @@ async fn a_new_machine_id_is_noticed_and_the_instance_id_kept() {
     let answer = torud.get("/api/instance").await.json();
     assert_eq!(answer["instance_id"], new.as_str());
     assert_eq!(answer["machine_id_changed"], false);
+    torud.stop();
+}
+
+/// `metadata` with a `license` object spliced in.
+fn metadata_with_license(id: &str, protocol: u32, license: &str) -> String {
+    let plain = metadata(id, &format!("/{id}"), protocol);
+    format!("{},\"license\":{license}}}", plain.trim_end_matches('}'))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_1_plugin_declaring_a_key_gets_only_verified_licences() {
+    let setup = Setup::empty();
+    let public = std::fs::read_to_string(test_vendor_key().with_extension("key.pub")).unwrap();
+    let seen = setup.dir.path().join("seen");
+    // A protocol-1 plugin whose metadata names the vendor key and requires a licence: it
+    // writes what it got, then idles.
+    script_plugin(
+        &setup.plugins,
+        "sold",
+        &metadata_with_license(
+            "sold",
+            1,
+            &format!(r#"{{"public_key":"{}","required":true}}"#, public.trim()),
+        ),
+        &format!(
+            "printf '%s\\n' \"${{TORU_LICENSE_KEY-unset}}\" >> {}\nexec sleep 60",
+            seen.display()
+        ),
+    );
+    // A malformed key makes the plugin invalid, with the reason, and never started.
+    script_plugin(
+        &setup.plugins,
+        "badkey",
+        &metadata_with_license(
+            "badkey",
+            1,
+            r#"{"public_key":"ed25519:short","required":true}"#,
+        ),
+        "exec sleep 60",
+    );
+    let mut torud = setup.start().await;
+
+    let badkey = torud.plugin("badkey").await;
+    assert_eq!(badkey["state"], "invalid", "{badkey}");
+    let reason = badkey["error"].as_str().unwrap();
+    assert!(reason.contains("public key"), "{reason}");
+
+    // Refused without a licence: never started, so it saw nothing.
+    let sold = torud.wait_state("sold", "failed").await;
+    assert!(
+        sold["error"]
+            .as_str()
+            .unwrap()
+            .contains("requires a licence"),
+        "{sold}"
+    );
+    assert!(!seen.exists());
+    // A licence of the vendor's key for this instance: started with it in its environment.
+    let instance = instance_id(&torud);
+    let line = sign(
+        setup.dir.path(),
+        "sold.lic",
+        &test_vendor_key(),
+        "sold",
+        &instance,
+        30,
+    );
+    let installed = ctl(
+        &torud,
+        &["license", "install", "sold", line.to_str().unwrap()],
+    )
+    .ok();
+    assert!(
+        installed.stdout.contains("status     valid"),
+        "{}",
+        installed.stdout
+    );
+    let expected = std::fs::read_to_string(&line).unwrap().trim().to_owned();
+    let deadline = std::time::Instant::now() + LONG;
+    while !std::fs::read_to_string(&seen)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l == expected)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never started with it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Any other text is refused: the key makes torud check.
+    let other = torud
+        .unix("PUT", "/api/plugins/sold/license", "LEGACY-3f2a9c-HMAC")
+        .await;
+    assert_eq!(other.status, 400, "{}", other.text());
     torud.stop();
 }

@@ -210,19 +210,13 @@ impl Session<'_> {
             .client
             .post(&plugin_path(id, &format!("/{action}"))?, None)
             .await?;
-        let arrived = |p: &Value| match action {
-            "disable" => p["state"] == "disabled",
-            "restart" => settled(p) && (p["pid"] != before["pid"] || p["state"] != "running"),
-            _ => settled(p),
-        };
-        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
-        let plugin = loop {
-            let plugin = self.client.get(&path).await?;
-            if arrived(&plugin) || tokio::time::Instant::now() >= deadline {
-                break plugin;
-            }
-            tokio::time::sleep(SETTLE_POLL).await;
-        };
+        let plugin = self
+            .settle(&path, |p| match action {
+                "disable" => p["state"] == "disabled",
+                "restart" => restarted(&before, p),
+                _ => settled(p),
+            })
+            .await?;
         if self.json {
             self.out.json(&answer)?;
         }
@@ -246,6 +240,23 @@ impl Session<'_> {
             pid => format!(" (pid {})", output::text(pid)),
         };
         Ok(self.out.line(&format!("{done} {id}: {painted}{pid}"))?)
+    }
+
+    /// The plugin at `path` once `arrived` says so, or as it is after
+    /// [`SETTLE_TIMEOUT`].
+    pub(super) async fn settle(
+        &self,
+        path: &str,
+        arrived: impl Fn(&Value) -> bool,
+    ) -> Result<Value, CliError> {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let plugin = self.client.get(path).await?;
+            if arrived(&plugin) || tokio::time::Instant::now() >= deadline {
+                return Ok(plugin);
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
     }
 
     async fn logs(&self, args: &LogsArgs) -> Result<(), CliError> {
@@ -352,6 +363,12 @@ fn settled(plugin: &Value) -> bool {
         plugin["state"].as_str(),
         Some("running" | "backoff" | "failed" | "invalid")
     )
+}
+
+/// Whether `now` is the plugin `before` was, started again (or given up on)
+/// since: its state changed meanwhile, and it has settled.
+pub(super) fn restarted(before: &Value, now: &Value) -> bool {
+    settled(now) && (now["state_since"] != before["state_since"] || now["pid"] != before["pid"])
 }
 
 /// `/api/plugins/{id}{rest}`, for an id torud could know.

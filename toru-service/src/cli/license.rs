@@ -24,27 +24,54 @@ impl Session<'_> {
             LicenseCommand::Show { id: None } => self.licenses().await,
             LicenseCommand::Install { id, file } => {
                 let line = read_license(file)?;
+                let before = self.client.get(&plugin_path(id, "")?).await?;
                 let answer = self
                     .client
                     .put_text(&plugin_path(id, "/license")?, &line)
                     .await?;
+                let after = self.restarted(id, &before).await?;
                 if self.json {
                     return Ok(self.out.json(&answer)?);
                 }
-                self.out.line(&format!(
-                    "installed the licence of {id}; {id} restarts with it"
-                ))?;
+                self.out
+                    .line(&format!("installed the licence of {id}{after}"))?;
                 self.print_one(id, &answer)
             }
             LicenseCommand::Remove { id } => {
+                let before = self.client.get(&plugin_path(id, "")?).await?;
                 let answer = self.client.delete(&plugin_path(id, "/license")?).await?;
+                let after = self.restarted(id, &before).await?;
                 if self.json {
                     return Ok(self.out.json(&answer)?);
                 }
-                self.out.line(&format!("removed the licence of {id}"))?;
+                self.out
+                    .line(&format!("removed the licence of {id}{after}"))?;
                 self.print_one(id, &answer)
             }
         }
+    }
+
+    /// torud restarts a plugin whose licence changed, unless it is stopped,
+    /// disabled or invalid: this waits for that restart to be over, so that
+    /// the plugin serves (or has been refused) when the command returns, and
+    /// says where it got.
+    async fn restarted(&self, id: &str, before: &Value) -> Result<String, CliError> {
+        if matches!(
+            before["state"].as_str(),
+            Some("disabled" | "invalid" | "stopped")
+        ) {
+            return Ok(format!("; {id} is {}", output::text(&before["state"])));
+        }
+        let path = plugin_path(id, "")?;
+        let now = self
+            .settle(&path, |p| super::commands::restarted(before, p))
+            .await?;
+        let state = output::text(&now["state"]);
+        let painted = self.out.paint(&state, Paint::for_state(&state));
+        Ok(match &now["pid"] {
+            Value::Null => format!("; {id} is {painted}"),
+            pid => format!("; {id} is {painted} (pid {})", output::text(pid)),
+        })
     }
 
     /// Every plugin and the state of its licence.

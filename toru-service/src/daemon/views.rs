@@ -46,6 +46,9 @@ pub(super) fn plugin(handle: &PluginHandle, instance_id: &str) -> PluginView {
         running_since: now
             .running_since
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        state_since: now
+            .state_since
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         error: match state {
             State::Invalid | State::Failed => now.error,
             _ => None,

@@ -59,6 +59,8 @@ struct Status {
     restarts: u32,
     next_attempt: Option<Instant>,
     running_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// When `state` last changed.
+    state_since: chrono::DateTime<chrono::Utc>,
 }
 
 /// One discovered plugin.
@@ -112,6 +114,7 @@ impl PluginHandle {
                 restarts: 0,
                 next_attempt: None,
                 running_since: None,
+                state_since: chrono::Utc::now(),
             }),
             link: RwLock::new(None),
             group: RwLock::new(None),
@@ -143,6 +146,7 @@ impl PluginHandle {
                 restarts: 0,
                 next_attempt: None,
                 running_since: None,
+                state_since: chrono::Utc::now(),
             }),
             link: RwLock::new(None),
             group: RwLock::new(None),
@@ -169,6 +173,9 @@ impl PluginHandle {
         } else if state != State::Running {
             status.running_since = None;
         }
+        if state != status.state {
+            status.state_since = chrono::Utc::now();
+        }
         status.state = state;
         status.error = error;
         status.next_attempt = None;
@@ -180,6 +187,9 @@ impl PluginHandle {
     /// Waiting until `at` to restart.
     pub(crate) fn set_backoff(&self, at: Instant) {
         let mut status = self.status();
+        if status.state != State::Backoff {
+            status.state_since = chrono::Utc::now();
+        }
         status.state = State::Backoff;
         status.running_since = None;
         status.next_attempt = Some(at);
@@ -325,6 +335,7 @@ impl PluginHandle {
             pid: status.pid,
             restarts: status.restarts,
             running_since: status.running_since,
+            state_since: status.state_since,
             cgroup: group.map(|g| g.name().to_owned()),
             usage,
         }
@@ -344,6 +355,8 @@ pub(crate) struct Snapshot {
     pub(crate) restarts: u32,
     /// Since when it serves, while it runs.
     pub(crate) running_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it entered its state.
+    pub(crate) state_since: chrono::DateTime<chrono::Utc>,
     /// Its cgroup as `/proc/PID/cgroup` names it, while it runs in one.
     pub(crate) cgroup: Option<String>,
     /// What its cgroup uses.

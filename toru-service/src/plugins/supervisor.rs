@@ -196,10 +196,11 @@ async fn run_once(
     if let Some(reason) = status.refusal() {
         return Outcome::Unlicensed(reason);
     }
-    if let Some(at) = status.expires_at
+    if let (Some(at), Some(day)) = (status.expires_at, &status.expires)
         && at - chrono::Utc::now() < chrono::Duration::days(super::license::WARN_DAYS)
     {
-        warn!(plugin = %handle.id, expires = %at, "the plugin's licence expires soon");
+        // `day` is the licence's last valid day, as the vendor wrote it.
+        warn!(plugin = %handle.id, last_day = %day, "the plugin's licence expires soon");
     }
     let group = match &ctx.cgroups {
         None => None,

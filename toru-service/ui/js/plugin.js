@@ -103,9 +103,10 @@ function licenseSection(p, refresh) {
     }
     install.disabled = true;
     try {
+      const before = await get(`/api/plugins/${segment(p.id)}`);
       const answer = await put(`/api/plugins/${segment(p.id)}/license`, line);
       showToast(`${p.name}: licence installed (${answer.status})`, "success");
-      await settled(p);
+      await settled(before);
       await refresh();
     } catch (e) {
       showToast(`${p.name}: ${e.message}`, "error");
@@ -120,9 +121,10 @@ function licenseSection(p, refresh) {
       if (!window.confirm(`Remove the licence of ${p.name}? It restarts without it.`)) return;
       remove.disabled = true;
       try {
+        const before = await get(`/api/plugins/${segment(p.id)}`);
         await del(`/api/plugins/${segment(p.id)}/license`);
         showToast(`${p.name}: licence removed`, "success");
-        await settled(p);
+        await settled(before);
         await refresh();
       } catch (e) {
         showToast(`${p.name}: ${e.message}`, "error");
@@ -146,13 +148,18 @@ function licenseSection(p, refresh) {
   ];
 }
 
+/** The states a start ends in, for now. */
+const SETTLED = new Set(["running", "backoff", "failed", "invalid"]);
+
 /** Waits (a few seconds at most) for the restart a licence change causes. */
 async function settled(before) {
+  // torud restarts only a plugin that runs or tries to.
+  if (["disabled", "invalid", "stopped"].includes(before.state)) return;
   for (let i = 0; i < 40; i += 1) {
     await new Promise((resolve) => setTimeout(resolve, 250));
     const now = await get(`/api/plugins/${segment(before.id)}`).catch(() => null);
     if (!now) return;
-    const moved = now.pid !== before.pid || now.state !== before.state;
-    if (moved && now.state !== "starting") return;
+    const moved = now.state_since !== before.state_since || now.pid !== before.pid;
+    if (moved && SETTLED.has(now.state)) return;
   }
 }
