@@ -48,6 +48,7 @@ fn view(id: &str) -> PluginView {
         pid: Some(42),
         restarts: 0,
         running_since: None,
+        state_since: String::new(),
         error: None,
         socket_path: format!("/run/toru/{id}.sock"),
         cgroup: Some(format!("/system.slice/toru.service/plugins/{id}")),
