@@ -256,6 +256,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn bundle(&self, id: &str) -> impl Future<Output = Result<HttpResponse, ApiError>> + Send;
     /// Prometheus text exposition.
     fn metrics(&self) -> String;
-    /// Records one answered request for the metrics.
-    fn observe(&self, plugin: Option<&str>, status: u16, elapsed: Duration);
+    /// Records one answered request for the metrics: one forwarded to the plugin at
+    /// `route` (its first path segment), or one of torud's own (`None`).
+    fn observe(&self, route: Option<&str>, status: u16, elapsed: Duration);
 }

@@ -289,3 +289,46 @@ async fn a_failed_forward_is_logged_once_with_plugin_path_and_cause() {
         "a 404 was logged: {log}"
     );
 }
+
+/// A plugin's request metrics count what its clients sent it through the gateway, not
+/// what the administrator asked torud about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_forwarded_requests_count_as_a_plugin_s_traffic() {
+    let setup = Setup::new();
+    let torud = setup.start().await;
+    let count = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("toru_http_requests_total{plugin=\"hello\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = count(&torud.get("/metrics").await.text());
+    for path in [
+        "/api/plugins/hello",
+        "/api/plugins/hello/logs",
+        "/api/plugins/hello/license",
+        "/api/plugins/nosuch",
+    ] {
+        torud.get(path).await;
+    }
+    torud
+        .unix(
+            "POST",
+            "/api/plugins/hello/kv",
+            r#"{"action":"get","key":"k"}"#,
+        )
+        .await;
+    assert_eq!(count(&torud.get("/metrics").await.text()), before);
+    assert_eq!(torud.get("/api/plugins/route/hello/").await.status, 200);
+    assert_eq!(torud.get("/api/plugins/route/hello/nosuch").await.status, 404);
+    let metrics = torud.get("/metrics").await.text();
+    assert_eq!(count(&metrics), before + 2, "{metrics}");
+    // Labelled by the plugin's id, here reached by its route.
+    assert_eq!(torud.get("/api/plugins/route/hello-py/").await.status, 200);
+    let metrics = torud.get("/metrics").await.text();
+    assert!(
+        metrics.contains("toru_http_requests_total{plugin=\"hello-py\",class=\"2xx\"} 1"),
+        "{metrics}"
+    );
+}

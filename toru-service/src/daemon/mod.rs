@@ -400,8 +400,17 @@ impl Backend for Daemon {
         self.metrics.render(&self.plugins())
     }
 
-    fn observe(&self, plugin: Option<&str>, status: u16, elapsed: Duration) {
-        self.metrics.observe(plugin, status, elapsed);
+    fn observe(&self, route: Option<&str>, status: u16, elapsed: Duration) {
+        // Labelled with the plugin's id; a route nobody serves stays out (clients cannot
+        // mint labels).
+        let plugin = route.and_then(|route| self.manager.by_route(&format!("/{route}")));
+        match (route, plugin) {
+            (Some(_), None) => {}
+            (_, plugin) => {
+                self.metrics
+                    .observe(plugin.as_ref().map(|p| p.id.as_str()), status, elapsed);
+            }
+        }
     }
 }
 

@@ -130,16 +130,11 @@ impl<'a> Endpoint<'a> {
         }
     }
 
-    /// The plugin id or route it is about, for the metrics.
+    /// The plugin route a forwarded request went to, for the metrics: a plugin's traffic
+    /// is what its clients sent it, not what the administrator asked torud about it.
     fn subject(self) -> Option<&'a str> {
         match self {
-            Self::Plugin(id)
-            | Self::Action(id, _)
-            | Self::Logs(id)
-            | Self::Kv(id)
-            | Self::Bundle(id)
-            | Self::License(id)
-            | Self::Forward { route: id, .. } => Some(id),
+            Self::Forward { route, .. } => Some(route),
             _ => None,
         }
     }

@@ -253,10 +253,10 @@ impl Backend for FakeBackend {
         "# TYPE toru_up gauge\ntoru_up 1\n".into()
     }
 
-    fn observe(&self, plugin: Option<&str>, status: u16, _elapsed: Duration) {
+    fn observe(&self, route: Option<&str>, status: u16, _elapsed: Duration) {
         self.observed
             .lock()
             .unwrap()
-            .push((plugin.map(str::to_owned), status));
+            .push((route.map(str::to_owned), status));
     }
 }
