@@ -332,3 +332,105 @@ async fn only_forwarded_requests_count_as_a_plugin_s_traffic() {
         "{metrics}"
     );
 }
+
+/// A protocol-1 plugin that answers `/status/N` with status N and `/sleep` after 3 s.
+const ODD_PLUGIN: &str = r#"
+import json, os, socket, struct, time
+
+def frame(conn, n):
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+path = os.environ["TORU_PLUGIN_SOCKET"]
+if os.path.exists(path):
+    os.remove(path)
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+server.listen(16)
+while True:
+    conn, _ = server.accept()
+    with conn:
+        while True:
+            header = frame(conn, 4)
+            if header is None:
+                break
+            message = json.loads(frame(conn, struct.unpack(">I", header)[0]))
+            if message.get("type") != "http":
+                continue
+            request = message["payload"]["payload"]
+            status = 200
+            if request["path"].startswith("/status/"):
+                status = int(request["path"].split("/")[2])
+            elif request["path"] == "/sleep":
+                time.sleep(3)
+            answer = {"type": "http", "request_id": message["request_id"],
+                      "payload": {"status": status, "headers": {}, "body": "odd"}}
+            data = json.dumps(answer).encode()
+            try:
+                conn.sendall(struct.pack(">I", len(data)) + data)
+            except OSError:
+                break
+"#;
+
+/// When a plugin misbehaves the operator is told: an answer with a status that is not
+/// a final HTTP status (99, 101, 1000) is a 502, a late one a 504, and each is logged
+/// once with the plugin, the request path and the cause. A plugin's own 4xx/5xx are its
+/// answers, not torud's news.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_s_invalid_or_late_answer_is_logged_with_plugin_path_and_cause() {
+    let mut setup = Setup::empty();
+    let code = setup.dir.path().join("odd.py");
+    std::fs::write(&code, ODD_PLUGIN).unwrap();
+    script_plugin(
+        &setup.plugins,
+        "odd",
+        &metadata("odd", "/odd", 1),
+        &format!("exec python3 {}", code.display()),
+    );
+    setup.top = "request_timeout = \"1s\"".into();
+    let mut torud = setup.start().await;
+    torud.wait_state("odd", "running").await;
+    for status in [99, 101, 1000] {
+        let answer = torud.get(&format!("/api/plugins/route/odd/status/{status}")).await;
+        assert_eq!(answer.status, 502, "{status}: {}", answer.text());
+        assert!(
+            answer.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("invalid status {status}")),
+            "{}",
+            answer.text()
+        );
+    }
+    for status in [200, 299, 404, 599] {
+        let answer = torud.get(&format!("/api/plugins/route/odd/status/{status}")).await;
+        assert_eq!(answer.status, status);
+    }
+    assert_eq!(torud.get("/api/plugins/route/odd/sleep").await.status, 504);
+    let (_, log) = torud.stop();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .collect();
+    assert_eq!(failed.len(), 4, "{log}");
+    for (line, (path, status, cause)) in failed.iter().zip([
+        ("/status/99", 502, "invalid status 99"),
+        ("/status/101", 502, "invalid status 101"),
+        ("/status/1000", 502, "invalid status 1000"),
+        ("/sleep", 504, "did not answer within"),
+    ]) {
+        assert!(
+            line.contains("WARN")
+                && line.contains("plugin=\"odd\"")
+                && line.contains(&format!("path=\"{path}\""))
+                && line.contains(&format!("status={status}"))
+                && line.contains(cause),
+            "{line}"
+        );
+    }
+}
