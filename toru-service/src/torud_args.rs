@@ -158,7 +158,8 @@ The defaults of \fBstate_dir\fR and \fBruntime_dir\fR when set.
 .TP
 \fBJOURNAL_STREAM\fR
 When it names torud's standard error, torud logs to the journal directly,
-each plugin's lines with the field \fBTORU_PLUGIN=\fR\fIid\fR.
+each plugin's lines with the field \fBTORU_PLUGIN=\fR\fIid\fR and the fields
+of the plugin's JSON line as \fBTORU_FIELD_\fR\fINAME\fR.
 .PP
 None of these reach the plugins, which get \fBTORU_PLUGIN_SOCKET\fR,
 \fBTORU_PLUGIN_ID\fR and \fBTORU_INSTANCE_ID\fR.

@@ -321,7 +321,10 @@ async fn only_forwarded_requests_count_as_a_plugin_s_traffic() {
         .await;
     assert_eq!(count(&torud.get("/metrics").await.text()), before);
     assert_eq!(torud.get("/api/plugins/route/hello/").await.status, 200);
-    assert_eq!(torud.get("/api/plugins/route/hello/nosuch").await.status, 404);
+    assert_eq!(
+        torud.get("/api/plugins/route/hello/nosuch").await.status,
+        404
+    );
     let metrics = torud.get("/metrics").await.text();
     assert_eq!(count(&metrics), before + 2, "{metrics}");
     // Labelled by the plugin's id, here reached by its route.
@@ -396,7 +399,9 @@ async fn a_plugin_s_invalid_or_late_answer_is_logged_with_plugin_path_and_cause(
     let mut torud = setup.start().await;
     torud.wait_state("odd", "running").await;
     for status in [99, 101, 1000] {
-        let answer = torud.get(&format!("/api/plugins/route/odd/status/{status}")).await;
+        let answer = torud
+            .get(&format!("/api/plugins/route/odd/status/{status}"))
+            .await;
         assert_eq!(answer.status, 502, "{status}: {}", answer.text());
         assert!(
             answer.json()["error"]
@@ -408,7 +413,9 @@ async fn a_plugin_s_invalid_or_late_answer_is_logged_with_plugin_path_and_cause(
         );
     }
     for status in [200, 299, 404, 599] {
-        let answer = torud.get(&format!("/api/plugins/route/odd/status/{status}")).await;
+        let answer = torud
+            .get(&format!("/api/plugins/route/odd/status/{status}"))
+            .await;
         assert_eq!(answer.status, status);
     }
     assert_eq!(torud.get("/api/plugins/route/odd/sleep").await.status, 504);

@@ -301,6 +301,27 @@ async fn plugin_lines_are_journal_entries_with_the_priority_of_their_level() {
     let init = find(&hello, "hello initialized");
     assert_eq!(init.len(), 1, "{hello:#?}");
     assert_eq!(field(init[0], "PRIORITY"), "6");
+    // The plugin's own fields, prefixed: `tracing::info!(instance_id = %id, ...)`.
+    let instance = torud.get("/api/instance").await.json();
+    assert_eq!(
+        field(init[0], "TORU_FIELD_INSTANCE_ID"),
+        instance["instance_id"].as_str().unwrap(),
+        "{:#}",
+        init[0]
+    );
+    let listening = find(&hello, "listening");
+    assert!(
+        field(listening[0], "TORU_FIELD_SOCKET").ends_with("hello.sock"),
+        "{:#}",
+        listening[0]
+    );
+    // Not the SDK's bookkeeping.
+    assert!(init[0].get("TORU_FIELD_TARGET").is_none(), "{:#}", init[0]);
+    assert!(
+        init[0].get("TORU_FIELD_TIMESTAMP").is_none(),
+        "{:#}",
+        init[0]
+    );
 
     // What README tells a sysadmin: -p warning keeps errors and warnings.
     let warnings = ns.journal(&["TORU_PLUGIN=hello", "-p", "warning"]);

@@ -232,10 +232,18 @@ async fn follow_prints_a_line_written_after_it_started() {
         fail_a_request(&torud).await;
         let line = next();
         assert!(line.contains("request failed"), "{line}");
+        // The SDK's reason, in its `error` field, is kept: what the client was told.
         if json {
             let value: serde_json::Value = serde_json::from_str(&line).unwrap();
             assert_eq!(value["message"], "request failed");
             assert_eq!(value["level"], "error");
+            let reason = value["fields"]["error"].as_str().unwrap();
+            assert!(reason.contains("invalid_key"), "{line}");
+        } else {
+            assert!(
+                line.contains("request failed  error=\"invalid_key"),
+                "{line}"
+            );
         }
         // Nothing is printed twice.
         assert!(seen.recv_timeout(Duration::from_millis(1500)).is_err());
@@ -363,4 +371,61 @@ async fn events_as_text_and_json() {
         .json();
     assert_eq!(json["events"].as_array().unwrap().len(), 1);
     torud.stop();
+}
+
+/// Every field of a plugin's JSON line reaches the logs API (structured), `toructl
+/// plugins logs` (key=value after the message; `--json` whole) and torud's stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_s_log_fields_are_kept_everywhere() {
+    let setup = Setup::empty();
+    script_plugin(
+        &setup.plugins,
+        "fields",
+        &metadata("fields", "/fields", 1),
+        r#"echo '{"timestamp":"t","level":"WARN","message":"stored note","note":"my note","count":3,"ok":true,"target":"fields"}' >&2
+echo 'plain line' >&2
+exec sleep 60"#,
+    );
+    let mut torud = setup.start().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let page = torud.get("/api/plugins/fields/logs").await.json();
+        if page["total"].as_u64() >= Some(2) {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lines = page["logs"].as_array().unwrap();
+    let noted = lines
+        .iter()
+        .find(|l| l["message"] == "stored note")
+        .unwrap();
+    assert_eq!(noted["level"], "warn");
+    assert_eq!(
+        noted["fields"],
+        serde_json::json!({"note": "my note", "count": 3, "ok": true})
+    );
+    let plain = lines.iter().find(|l| l["message"] == "plain line").unwrap();
+    assert_eq!(plain["fields"], serde_json::json!({}));
+
+    let text = ctl(&torud, &["plugins", "logs", "fields"]).ok().stdout;
+    assert!(
+        text.contains("stored note  count=3 note=\"my note\" ok=true"),
+        "{text}"
+    );
+    let json = ctl(&torud, &["--json", "plugins", "logs", "fields"])
+        .ok()
+        .stdout;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["logs"][0]["fields"]["note"], "my note", "{json}");
+
+    let (_, log) = torud.stop();
+    assert!(
+        log.lines().any(
+            |l| l.contains("stored note count=3 note=\"my note\" ok=true")
+                && l.contains("toru_plugin=\"fields\"")
+        ),
+        "{log}"
+    );
 }

@@ -267,8 +267,14 @@ impl Session<'_> {
                 out.json_line(line)
             } else {
                 let level = output::text(&line["level"]);
+                let fields = match line["fields"].as_object() {
+                    Some(fields) if !fields.is_empty() => {
+                        format!("  {}", crate::plugins::logs::key_values(fields))
+                    }
+                    _ => String::new(),
+                };
                 out.line(&format!(
-                    "{}  {}  {}",
+                    "{}  {}  {}{fields}",
                     output::text(&line["timestamp"]),
                     out.paint(&format!("{:<5}", level), Paint::for_level(&level)),
                     output::text(&line["message"]),

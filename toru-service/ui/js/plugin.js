@@ -55,7 +55,7 @@ export async function pluginPage(main, id, refresh) {
       last = mark;
       const atEnd = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
       replace(logs, lines.length === 0 ? "(nothing yet)" : lines.map((l) =>
-        h("span", { class: `level-${l.level}` }, `${l.timestamp}  ${l.level.padEnd(5)}  ${l.message}\n`)));
+        h("span", { class: `level-${l.level}` }, `${l.timestamp}  ${l.level.padEnd(5)}  ${l.message}${keyValues(l.fields)}\n`)));
       if (atEnd) logs.scrollTop = logs.scrollHeight;
     } catch {
       // The next round tries again; a lost session shows the login form.
@@ -64,6 +64,15 @@ export async function pluginPage(main, id, refresh) {
   await follow();
   const timer = setInterval(follow, FOLLOW_EVERY_MS);
   return () => clearInterval(timer);
+}
+
+/** A log line's fields after its message, as toructl writes them: `  note=n1 why="disk full"`. */
+function keyValues(fields) {
+  const entries = Object.entries(fields || {});
+  if (entries.length === 0) return "";
+  const bare = /^[^\s"=\p{Cc}]+$/u;
+  return "  " + entries.map(([k, v]) =>
+    `${k}=${typeof v === "string" ? (bare.test(v) ? v : JSON.stringify(v)) : JSON.stringify(v)}`).join(" ");
 }
 
 function keysList(keys) {

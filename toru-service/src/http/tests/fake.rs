@@ -124,6 +124,7 @@ impl Backend for FakeBackend {
                 timestamp: "2025-12-30T12:00:00Z".into(),
                 level: "info",
                 message: "started".into(),
+                fields: Default::default(),
             }],
             page: query.page,
             page_size: query.page_size,

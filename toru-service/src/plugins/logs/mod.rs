@@ -1,7 +1,7 @@
 //! What plugins write on stdout and stderr: read for the plugin's whole
 //! life ([`reader`]), kept in a ring per plugin for the API (bounded in lines
-//! and in bytes), and emitted as tracing events carrying `toru_plugin` (the
-//! journal's `TORU_PLUGIN`).
+//! and in bytes), and passed on to torud's log ([`crate::logging::plugin_line`]:
+//! the journal's `TORU_PLUGIN`, each field of a JSON line as `TORU_FIELD_<NAME>`).
 
 /// Reading a pipe to its end, with a length cap and a rate cap.
 mod reader;
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 pub(crate) use reader::spawn_reader;
 use serde::Serialize;
-use tracing::Level;
+use serde_json::{Map, Value};
 
 /// Lines kept per plugin for `GET /api/plugins/{id}/logs`...
 pub(crate) const RING_LINES: usize = 1000;
@@ -27,6 +27,38 @@ pub(crate) struct LogLine {
     pub(crate) level: &'static str,
     /// The line, or its `message` field when the plugin wrote JSON.
     pub(crate) message: String,
+    /// The other fields of a JSON line (`{"note": "n1", "count": 3}`), as written;
+    /// empty for a plain line.
+    pub(crate) fields: Fields,
+}
+
+/// A JSON line's own fields, by name.
+pub(crate) type Fields = Map<String, Value>;
+
+/// At most this many fields of one line are kept; the rest are dropped.
+pub(crate) const MAX_FIELDS: usize = 64;
+
+/// What a line says: its level, its message, its other fields.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Entry {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub(crate) level: &'static str,
+    /// The message.
+    pub(crate) message: String,
+    /// The rest.
+    pub(crate) fields: Fields,
+}
+
+impl LogLine {
+    /// The bytes it holds, for the ring's bound.
+    fn size(&self) -> usize {
+        self.message.len()
+            + self
+                .fields
+                .iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len))
+                .sum::<usize>()
+    }
 }
 
 /// A page of log lines, newest last.
@@ -78,20 +110,31 @@ impl PluginLogs {
         })
     }
 
-    /// Keeps `line` and emits it as a tracing event.
+    /// Keeps a line of torud's own about the plugin's output (no fields), and logs it.
     pub(crate) fn push(&self, level: &'static str, message: String) {
-        emit(&self.plugin, level, &message);
-        let line = LogLine {
-            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        self.push_entry(Entry {
             level,
             message,
+            fields: Fields::new(),
+        });
+    }
+
+    /// Keeps `entry` and logs it.
+    pub(crate) fn push_entry(&self, entry: Entry) {
+        crate::logging::plugin_line(&self.plugin, entry.level, &entry.message, &entry.fields);
+        let line = LogLine {
+            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            level: entry.level,
+            message: entry.message,
+            fields: entry.fields,
         };
+        let size = line.size();
         let mut ring = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        ring.bytes += line.message.len();
+        ring.bytes += size;
         ring.lines.push_back(line);
         while ring.lines.len() > RING_LINES || (ring.bytes > RING_BYTES && ring.lines.len() > 1) {
             if let Some(old) = ring.lines.pop_front() {
-                ring.bytes -= old.message.len();
+                ring.bytes -= old.size();
             }
         }
     }
@@ -139,24 +182,58 @@ fn severity(level: &str) -> u8 {
     }
 }
 
-/// A JSON line's level and message; a plain line is `info` as it is.
-pub(crate) fn classify(line: &str) -> (&'static str, String) {
+/// The keys of a JSON line that say what the line is rather than being fields of it:
+/// the SDK's (tracing's JSON format) and the usual ones of other languages' loggers.
+const NOT_FIELDS: [&str; 9] = [
+    "timestamp",
+    "time",
+    "ts",
+    "level",
+    "message",
+    "msg",
+    "target",
+    "span",
+    "spans",
+];
+
+/// A JSON line's level, message and other fields; a plain line is `info` as it is.
+pub(crate) fn classify(line: &str) -> Entry {
     let line = line.trim_end_matches('\r');
     if line.starts_with('{')
-        && let Ok(serde_json::Value::Object(object)) = serde_json::from_str(line)
+        && let Ok(Value::Object(mut object)) = serde_json::from_str(line)
     {
+        // tracing's JSON format without `flatten_event` nests the event's fields.
+        let nested = match object.remove("fields") {
+            Some(Value::Object(nested)) => nested,
+            Some(other) => Map::from_iter([("fields".to_owned(), other)]),
+            None => Map::new(),
+        };
         let level = object
             .get("level")
-            .and_then(serde_json::Value::as_str)
+            .and_then(Value::as_str)
             .map_or("info", level_name);
         let message = ["message", "msg"]
             .iter()
-            .find_map(|k| object.get(*k).and_then(serde_json::Value::as_str))
-            .or_else(|| object.get("fields")?.get("message")?.as_str())
+            .find_map(|k| object.get(*k).and_then(Value::as_str))
+            .or_else(|| nested.get("message")?.as_str())
             .map_or_else(|| line.to_owned(), str::to_owned);
-        return (level, message);
+        let fields = object
+            .into_iter()
+            .chain(nested)
+            .filter(|(k, _)| !NOT_FIELDS.contains(&k.as_str()))
+            .take(MAX_FIELDS)
+            .collect();
+        return Entry {
+            level,
+            message,
+            fields,
+        };
     }
-    ("info", line.to_owned())
+    Entry {
+        level: "info",
+        message: line.to_owned(),
+        fields: Fields::new(),
+    }
 }
 
 /// Level names plugins use, to ours.
@@ -170,19 +247,31 @@ fn level_name(level: &str) -> &'static str {
     }
 }
 
-fn emit(plugin: &str, level: &str, message: &str) {
-    macro_rules! at {
-        ($level:expr) => {
-            tracing::event!(target: "plugin", $level, toru_plugin = plugin, "{message}")
-        };
+/// `note=n1 count=3 why="disk full"`: fields as a person reads them after a message.
+/// A value is written as it is when it holds no space, quote, `=` or control
+/// character, and as a JSON string otherwise; a value that is not a string, as JSON.
+pub(crate) fn key_values(fields: &Fields) -> String {
+    let mut out = String::new();
+    for (key, value) in fields {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(key);
+        out.push('=');
+        match value {
+            Value::String(text) if is_bare(text) => out.push_str(text),
+            Value::String(text) => out.push_str(&Value::String(text.clone()).to_string()),
+            other => out.push_str(&other.to_string()),
+        }
     }
-    match level {
-        "error" => at!(Level::ERROR),
-        "warn" => at!(Level::WARN),
-        "debug" => at!(Level::DEBUG),
-        "trace" => at!(Level::TRACE),
-        _ => at!(Level::INFO),
-    }
+    out
+}
+
+fn is_bare(text: &str) -> bool {
+    !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=')
 }
 
 #[cfg(test)]
@@ -191,13 +280,54 @@ mod tests {
 
     #[test]
     fn json_lines_give_their_level_and_message() {
+        let level_message = |line: &str| {
+            let entry = classify(line);
+            (entry.level, entry.message)
+        };
         let sdk = r#"{"timestamp":"t","level":"WARN","message":"disk low","target":"x"}"#;
-        assert_eq!(classify(sdk), ("warn", "disk low".to_owned()));
+        assert_eq!(level_message(sdk), ("warn", "disk low".to_owned()));
         let python = r#"{"timestamp":"t","level":"error","plugin":"p","message":"boom"}"#;
-        assert_eq!(classify(python), ("error", "boom".to_owned()));
-        assert_eq!(classify("plain text"), ("info", "plain text".to_owned()));
-        assert_eq!(classify("{not json"), ("info", "{not json".to_owned()));
-        assert_eq!(classify(r#"{"level":"critical"}"#).0, "error");
+        assert_eq!(level_message(python), ("error", "boom".to_owned()));
+        assert_eq!(
+            level_message("plain text"),
+            ("info", "plain text".to_owned())
+        );
+        assert_eq!(level_message("{not json"), ("info", "{not json".to_owned()));
+        assert_eq!(classify(r#"{"level":"critical"}"#).level, "error");
+    }
+
+    #[test]
+    fn every_other_field_of_a_json_line_is_kept() {
+        // The SDK's format (tracing's, flattened), with an SDK error's reason.
+        let sdk = r#"{"timestamp":"t","level":"WARN","message":"request failed","error":"invalid_key: key of 1105 bytes","id":7,"target":"toru_plugin_api::runtime"}"#;
+        let entry = classify(sdk);
+        assert_eq!(entry.message, "request failed");
+        assert_eq!(
+            Value::Object(entry.fields.clone()),
+            serde_json::json!({"error": "invalid_key: key of 1105 bytes", "id": 7})
+        );
+        assert_eq!(
+            key_values(&entry.fields),
+            r#"error="invalid_key: key of 1105 bytes" id=7"#
+        );
+        // tracing's nested format, and another logger's `msg`.
+        let nested = classify(
+            r#"{"level":"INFO","fields":{"message":"stored note","note":"n1"},"target":"x"}"#,
+        );
+        assert_eq!(nested.message, "stored note");
+        assert_eq!(key_values(&nested.fields), "note=n1");
+        let other = classify(r#"{"msg":"hi","ok":true,"tags":["a","b"],"empty":""}"#);
+        assert_eq!(
+            key_values(&other.fields),
+            r#"empty="" ok=true tags=["a","b"]"#
+        );
+        assert!(classify("plain text").fields.is_empty());
+        // Bounded.
+        let many: Map<String, Value> = (0..100)
+            .map(|i| (format!("k{i:03}"), Value::from(i)))
+            .collect();
+        let line = serde_json::to_string(&Value::Object(many)).unwrap();
+        assert_eq!(classify(&line).fields.len(), MAX_FIELDS);
     }
 
     #[test]

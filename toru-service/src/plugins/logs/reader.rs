@@ -99,11 +99,11 @@ async fn read_all<R: AsyncRead + Unpin>(mut stream: R, logs: Arc<PluginLogs>) {
 fn keep(logs: &PluginLogs, bucket: &mut Bucket, line: Line) {
     report_dropped(logs, bucket);
     let text = line.text();
-    let (level, mut message) = classify(&text);
+    let mut entry = classify(&text);
     if line.cut {
-        message.push_str(CUT_MARK);
+        entry.message.push_str(CUT_MARK);
     }
-    logs.push(level, message);
+    logs.push_entry(entry);
 }
 
 fn report_dropped(logs: &PluginLogs, bucket: &mut Bucket) {
