@@ -172,6 +172,9 @@ pub(crate) enum ApiError {
     /// torud itself failed (500).
     #[error("{0}")]
     Internal(String),
+    /// What torud holds (its configuration file, say) does not allow it now (409).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl ApiError {
@@ -190,6 +193,7 @@ impl ApiError {
             Self::Unavailable { .. } => S::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => S::GATEWAY_TIMEOUT,
             Self::Internal(_) => S::INTERNAL_SERVER_ERROR,
+            Self::Conflict(_) => S::CONFLICT,
         }
     }
 }
@@ -235,6 +239,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<HttpResponse, ApiError>> + Send;
     /// `GET /api/instance`.
     fn instance(&self) -> InstanceView;
+    /// Re-reads the configuration and rescans the plugin folders (`POST /api/reload`), as
+    /// SIGHUP does; what changed.
+    fn reload(&self) -> impl Future<Output = Result<crate::reload::Reloaded, ApiError>> + Send;
     /// Makes a new instance id (`POST /api/instance/regenerate`); its licences stop being valid.
     fn regenerate_instance(&self) -> impl Future<Output = Result<InstanceView, ApiError>> + Send;
     /// `GET /api/plugins/{id}/license`.

@@ -201,9 +201,40 @@ impl SystemdDirs {
 /// checkout, with state and sockets under `target/toru-dev`.
 pub const DEV_CONFIG: &str = include_str!("dev.toml");
 
-/// The development configuration, its relative paths anchored at `base`.
-pub fn dev(base: &Path) -> Result<Settings, ConfigError> {
-    let mut settings = parse(DEV_CONFIG, &SystemdDirs::default())?;
+/// The keys [`DEV_CONFIG`] sets.
+const DEV_KEYS: [&str; 4] = ["listen", "state_dir", "runtime_dir", "plugin_dirs"];
+
+/// The development configuration, its relative paths anchored at `base`; with
+/// `file`, that file's settings over it (`torud --dev --config FILE`): the keys
+/// `FILE` sets are its, the others the development ones.
+pub fn dev(base: &Path, file: Option<&Path>) -> Result<Settings, ConfigError> {
+    let dev = parse(DEV_CONFIG, &SystemdDirs::default())?;
+    let mut settings = match file {
+        None => dev,
+        Some(file) => {
+            let mut settings = load(Some(file), &SystemdDirs::default())?;
+            // `load` has read it whole: it is TOML.
+            let set = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|text| text.parse::<toml::Table>().ok())
+                .unwrap_or_default();
+            for key in DEV_KEYS.iter().filter(|k| !set.contains_key(**k)) {
+                match *key {
+                    "listen" => settings.listen.clone_from(&dev.listen),
+                    "state_dir" => {
+                        // The token lives with the state unless the file says otherwise.
+                        if !set.contains_key("admin_token_file") {
+                            settings.admin_token_file.clone_from(&dev.admin_token_file);
+                        }
+                        settings.state_dir.clone_from(&dev.state_dir);
+                    }
+                    "runtime_dir" => settings.runtime_dir.clone_from(&dev.runtime_dir),
+                    _ => settings.plugin_dirs.clone_from(&dev.plugin_dirs),
+                }
+            }
+            settings
+        }
+    };
     settings.absolutize(base);
     Ok(settings)
 }

@@ -67,6 +67,8 @@ pub(crate) mod machine;
 pub(crate) mod metrics;
 /// Plugins: discovery, supervision, connections, logs.
 pub(crate) mod plugins;
+/// A reload: the configuration re-read, applied, and what changed.
+pub mod reload;
 /// Saying an error with its causes.
 pub mod report;
 /// torud's life: start, serve, reload, stop.
@@ -170,8 +172,14 @@ impl Lifecycle for NoLifecycle {}
 /// What can be asked of a running torud.
 #[derive(Debug)]
 pub enum Control {
-    /// Apply a re-read configuration and rescan the plugin folders.
-    Reload(Box<Settings>),
+    /// Apply a re-read configuration and rescan the plugin folders; say what
+    /// changed on `done`.
+    Reload {
+        /// The configuration read again.
+        settings: Box<Settings>,
+        /// Where the outcome goes.
+        done: tokio::sync::oneshot::Sender<Result<reload::Reloaded, reload::ReloadError>>,
+    },
     /// Stop (also what a closed channel means).
     Shutdown,
 }

@@ -14,6 +14,7 @@ use crate::config::{LiveSettings, Settings};
 use crate::daemon::Daemon;
 use crate::http::{self, AdminToken, HttpOptions, Listener};
 use crate::plugins::{self, Context, Manager, State};
+use crate::reload::{ReloadError, Reloaded, Reloader};
 use crate::store::{self, Event, EventKind};
 use crate::{Control, Error, Lifecycle, cgroup, listen, machine};
 
@@ -36,11 +37,13 @@ const WARNING_QUIET: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs torud on `listeners` until [`Control::Shutdown`] (or the channel
 /// closes), then stops taking requests, lets in-flight ones finish
-/// (`shutdown_timeout`), stops every plugin, and returns.
+/// (`shutdown_timeout`), stops every plugin, and returns. `reloader` is what
+/// `POST /api/reload` asks (none: that route answers that torud cannot reload).
 pub async fn run(
     settings: Settings,
     listeners: Vec<Listener>,
     mut control: mpsc::Receiver<Control>,
+    reloader: Option<Arc<Reloader>>,
     lifecycle: Arc<dyn Lifecycle>,
 ) -> Result<(), Error> {
     for warning in settings.warnings() {
@@ -82,7 +85,13 @@ pub async fn run(
 
     let names = listeners.iter().map(listen::describe).collect();
     let machine = machine::check(&store, &settings.machine_id_file).await;
-    let daemon = Arc::new(Daemon::new(manager.clone(), store.clone(), names, machine));
+    let daemon = Arc::new(Daemon::new(
+        manager.clone(),
+        store.clone(),
+        names,
+        machine,
+        reloader,
+    ));
     let options = HttpOptions {
         max_body_bytes: settings.max_body_bytes,
         max_header_bytes: settings.max_header_bytes,
@@ -115,12 +124,14 @@ pub async fn run(
         info!(target: LIFE, %status, "ready");
         lifecycle.ready(&status);
         let keepalive = tokio::spawn(keepalive(daemon.clone(), lifecycle.clone()));
-        while let Some(Control::Reload(new)) = control.recv().await {
+        while let Some(Control::Reload { settings, done }) = control.recv().await {
             lifecycle.reloading();
-            reload(&live, &manager, *new).await;
-            let status = status_line(&daemon);
-            info!(target: LIFE, %status, "reloaded");
-            lifecycle.ready(&status);
+            let mut reloaded = reload(&live, &manager, *settings).await;
+            reloaded.status = status_line(&daemon);
+            info!(target: LIFE, status = %reloaded.status, "reloaded");
+            lifecycle.ready(&reloaded.status);
+            // The one who asked may have given up waiting: nothing to tell then.
+            let _ = done.send(Ok(reloaded));
         }
         keepalive.abort();
     }
@@ -168,7 +179,10 @@ async fn wait_settled(
                 lifecycle.status(&format!("starting: {}", status_line(daemon)));
             }
             message = control.recv() => match message {
-                Some(Control::Reload(_)) => warn!(target: LIFE, "reload ignored: torud is still starting"),
+                Some(Control::Reload { done, .. }) => {
+                    warn!(target: LIFE, "reload ignored: torud is still starting");
+                    let _ = done.send(Err(ReloadError::Starting));
+                }
                 Some(Control::Shutdown) | None => return false,
             },
         }
@@ -213,12 +227,14 @@ async fn keepalive(daemon: Arc<Daemon>, lifecycle: Arc<dyn Lifecycle>) {
 }
 
 /// Puts a re-read configuration in force (but for the keys read at start),
-/// then rescans the plugin folders.
-async fn reload(live: &LiveSettings, manager: &Manager, new: Settings) {
-    for warning in new.warnings() {
+/// then rescans the plugin folders; what changed (the status line left empty).
+async fn reload(live: &LiveSettings, manager: &Manager, new: Settings) -> Reloaded {
+    let warnings = new.warnings();
+    for warning in &warnings {
         warn!(target: LIFE, "config: {warning}");
     }
-    for key in live.reload(new) {
+    let restart_needed = live.reload(new);
+    for key in &restart_needed {
         warn!(target: LIFE, "`{key}` changed: it takes effect when torud restarts");
     }
     let settings = live.current();
@@ -231,6 +247,14 @@ async fn reload(live: &LiveSettings, manager: &Manager, new: Settings) {
     let changes = manager.reload(found).await;
     manager.settled().await;
     info!(target: LIFE, %changes, "reload applied");
+    Reloaded {
+        added: changes.added,
+        replaced: changes.replaced,
+        removed: changes.removed,
+        restart_needed: restart_needed.into_iter().map(str::to_owned).collect(),
+        warnings,
+        status: String::new(),
+    }
 }
 
 /// "serving 3/4 plugins; hello-py in backoff".

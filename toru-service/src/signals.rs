@@ -1,18 +1,18 @@
 //! Signals into [`Control`] messages: SIGTERM and SIGINT stop torud,
-//! SIGHUP re-reads the configuration (through `load`) and reloads.
+//! SIGHUP reloads (through the [`Reloader`], as `POST /api/reload` does).
+
+use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::Control;
-use crate::config::{ConfigError, Settings};
+use crate::reload::Reloader;
 
-/// Forwards signals to `control` until a stop signal; `load` re-reads the
-/// configuration on SIGHUP (a broken one is logged and the old one kept).
-pub async fn forward<F>(control: mpsc::Sender<Control>, load: F)
-where
-    F: Fn() -> Result<Settings, ConfigError> + Send + 'static,
-{
+/// Forwards signals to `control` until a stop signal; SIGHUP has `reloader`
+/// re-read the configuration and reload (a broken one is logged and the old one
+/// kept).
+pub async fn forward(control: mpsc::Sender<Control>, reloader: Arc<Reloader>) {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -33,22 +33,15 @@ where
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
-                match load() {
-                    Ok(settings) => {
-                        if control.send(Control::Reload(Box::new(settings))).await.is_err() {
-                            return;
-                        }
+                // Apart, so that a stop signal is heard while the reload runs.
+                let reloader = reloader.clone();
+                tokio::spawn(async move {
+                    if let Err(e @ (crate::reload::ReloadError::Starting
+                    | crate::reload::ReloadError::Stopping)) = reloader.reload().await
+                    {
+                        tracing::warn!("reload not done: {e}");
                     }
-                    Err(e) => {
-                        for problem in &e.problems {
-                            tracing::error!("reload refused: config: {problem}");
-                        }
-                        crate::systemd::notify::status(&format!(
-                            "reload refused: {} configuration error(s); still running the previous configuration",
-                            e.problems.len()
-                        ));
-                    }
-                }
+                });
             }
         }
     }

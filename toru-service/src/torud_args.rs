@@ -17,7 +17,9 @@ use crate::config::{self, ConfigError, Settings, SystemdDirs};
     long_about = "The Toru plugin host. torud runs in the foreground: under systemd it is \
 started by toru.socket and toru-admin.socket at the first connection, reports \
 readiness and liveness with sd_notify, and runs each plugin found in the plugin \
-folders as a child process in a cgroup of its own, restarting it with backoff."
+folders as a child process in a cgroup of its own, restarting it with backoff. \
+SIGHUP (`systemctl reload toru`, `toructl reload`) re-reads the configuration and \
+rescans the plugin folders."
 )]
 pub struct TorudArgs {
     /// Configuration file [default: /etc/toru/toru.toml, built-in defaults when missing].
@@ -27,8 +29,9 @@ pub struct TorudArgs {
     #[arg(long)]
     pub check_config: bool,
     /// Run from a source checkout: the example plugins in examples/plugins,
-    /// state under target/toru-dev, listening on 127.0.0.1:7070.
-    #[arg(long, conflicts_with = "config")]
+    /// state under target/toru-dev, listening on 127.0.0.1:7070. With
+    /// --config FILE, the keys FILE sets win (`[plugins.ID.config]`, say).
+    #[arg(long)]
     pub dev: bool,
     /// With torud stopped: put the backup FILE (made by `toructl store
     /// backup`) in place of the store, checked whole first; the store in
@@ -133,7 +136,7 @@ impl TorudArgs {
             let cwd = std::env::current_dir().map_err(|e| ConfigError {
                 problems: vec![format!("cannot tell the current folder: {e}")],
             })?;
-            config::dev(&cwd)
+            config::dev(&cwd, self.config.as_deref())
         } else {
             config::load(self.config.as_deref(), &SystemdDirs::from_env())
         }
@@ -173,6 +176,8 @@ kill what is left of its cgroup.
 Reload: read the configuration again and rescan the plugin folders. New
 plugins start, changed ones restart, removed ones stop, the others are left
 alone. A broken configuration is refused and the running one kept.
+\fBtoructl reload\fR does the same over the admin API and prints what
+changed, or every error of a broken configuration.
 .SH FILES
 .TP
 \fI/etc/toru/toru.toml\fR

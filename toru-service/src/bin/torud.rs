@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use toru_service::reload::Reloader;
 use toru_service::systemd::{activation, notify};
 use toru_service::torud_args::{TorudArgs, offline};
 use toru_service::{listen, logging, signals};
@@ -64,9 +65,13 @@ fn main() -> ExitCode {
         };
         let (control, commands) = tokio::sync::mpsc::channel(4);
         let reload_args = args.clone();
-        tokio::spawn(signals::forward(control, move || reload_args.load()));
+        let reloader = Arc::new(Reloader::new(
+            Box::new(move || reload_args.load()),
+            control.clone(),
+        ));
+        tokio::spawn(signals::forward(control, reloader.clone()));
         let lifecycle = Arc::new(toru_service::systemd::notify::Systemd);
-        toru_service::run(settings, listeners, commands, lifecycle).await
+        toru_service::run(settings, listeners, commands, Some(reloader), lifecycle).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,6 +31,7 @@ impl Session<'_> {
     pub(crate) async fn run(&self, command: &Command) -> Result<(), CliError> {
         match command {
             Command::Status => self.status().await,
+            Command::Reload => self.reload().await,
             Command::InstanceId {
                 regenerate: true,
                 yes,
@@ -257,6 +258,47 @@ impl Session<'_> {
             }
             tokio::time::sleep(SETTLE_POLL).await;
         }
+    }
+
+    /// `reload`: torud answers once the plugins it found are started (or failed).
+    async fn reload(&self) -> Result<(), CliError> {
+        let answer = self.client.post("/api/reload", None).await?;
+        if self.json {
+            return Ok(self.out.json(&answer)?);
+        }
+        let names = |key: &str| -> Vec<String> {
+            answer[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(output::text)
+                .collect()
+        };
+        let (added, replaced, removed) = (names("added"), names("replaced"), names("removed"));
+        if added.is_empty() && replaced.is_empty() && removed.is_empty() {
+            self.out.line("reloaded: no plugin changed")?;
+        } else {
+            self.out.line("reloaded:")?;
+            for (what, ids) in [
+                ("added", &added),
+                ("replaced", &replaced),
+                ("removed", &removed),
+            ] {
+                if !ids.is_empty() {
+                    self.out.line(&format!("  {what:<9} {}", ids.join(", ")))?;
+                }
+            }
+        }
+        for key in names("restart_needed") {
+            self.out.line(&format!(
+                "  `{key}` changed: it takes effect when torud restarts"
+            ))?;
+        }
+        for warning in names("warnings") {
+            self.out
+                .line(&format!("  {}", self.out.paint(&warning, Paint::Yellow)))?;
+        }
+        Ok(self.out.line(&output::text(&answer["status"]))?)
     }
 
     async fn logs(&self, args: &LogsArgs) -> Result<(), CliError> {

@@ -136,6 +136,10 @@ pub(crate) enum LicenseCommand {
 pub(crate) enum Command {
     /// Instance id, version, uptime, listeners, and plugins by state.
     Status,
+    /// Re-read the configuration and rescan the plugin folders, as `systemctl
+    /// reload toru` (SIGHUP) does, and say what changed. A broken configuration
+    /// is refused with every error, and the one in force kept.
+    Reload,
     /// List, inspect and control plugins (`plugins` alone lists them).
     Plugins(PluginsArgs),
     /// A plugin's stored key-value data.

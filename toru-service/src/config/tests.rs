@@ -240,7 +240,7 @@ fn a_named_file_must_exist_and_errors_name_the_file() {
 
 #[test]
 fn the_dev_config_is_valid_and_anchored() {
-    let s = dev(Path::new("/src/toru")).unwrap();
+    let s = dev(Path::new("/src/toru"), None).unwrap();
     assert_eq!(
         s.plugin_dirs,
         vec![PathBuf::from("/src/toru/examples/plugins")]

@@ -25,6 +25,7 @@ use crate::machine::Machine;
 use crate::metrics::Metrics;
 use crate::plugins::license::{LicenseState, WARN_DAYS, check_install};
 use crate::plugins::{Command, Manager, PluginHandle, State};
+use crate::reload::{ReloadError, Reloaded, Reloader};
 use crate::store::{self, Event, EventKind, StoreResult};
 
 /// Most keys the admin KV endpoint lists at once.
@@ -44,6 +45,8 @@ pub(crate) struct Daemon {
     /// The machine the instance id is tied to.
     machine: std::sync::Mutex<Machine>,
     started: Instant,
+    /// What `POST /api/reload` asks.
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl Daemon {
@@ -53,6 +56,7 @@ impl Daemon {
         store: store::Handle,
         listeners: Vec<String>,
         machine: Machine,
+        reloader: Option<Arc<Reloader>>,
     ) -> Self {
         Self {
             manager,
@@ -61,6 +65,7 @@ impl Daemon {
             listeners,
             machine: std::sync::Mutex::new(machine),
             started: Instant::now(),
+            reloader,
         }
     }
 
@@ -159,6 +164,26 @@ fn stored<T>(result: StoreResult<T>) -> Result<T, ApiError> {
 }
 
 impl Backend for Daemon {
+    async fn reload(&self) -> Result<Reloaded, ApiError> {
+        let Some(reloader) = &self.reloader else {
+            return Err(ApiError::Unavailable {
+                message: "this torud cannot reload".into(),
+                retry_after: None,
+            });
+        };
+        reloader.reload().await.map_err(|e| match e {
+            ReloadError::Config(_) => ApiError::Conflict(e.to_string()),
+            ReloadError::Starting => ApiError::Unavailable {
+                message: e.to_string(),
+                retry_after: Some(Duration::from_secs(1)),
+            },
+            ReloadError::Stopping => ApiError::Unavailable {
+                message: e.to_string(),
+                retry_after: None,
+            },
+        })
+    }
+
     fn instance_id(&self) -> String {
         self.store.instance_id().to_string()
     }

@@ -57,6 +57,7 @@ enum Endpoint<'a> {
     Backup,
     Session,
     Regenerate,
+    Reload,
     License(&'a str),
     Plugin(&'a str),
     Action(&'a str, Action),
@@ -105,6 +106,7 @@ impl<'a> Endpoint<'a> {
             ["status"] => Self::Status,
             ["events"] => Self::Events,
             ["store", "backup"] => Self::Backup,
+            ["reload"] => Self::Reload,
             ["plugins"] => Self::Plugins,
             ["plugins", id] => Self::Plugin(id),
             ["plugins", id, "enable"] => Self::Action(id, Action::Enable),
@@ -116,17 +118,31 @@ impl<'a> Endpoint<'a> {
             ["plugins", id, "license"] => Self::License(id),
             _ => return None,
         };
-        endpoint.subject().is_none_or(is_name).then_some(endpoint)
+        endpoint.named().is_none_or(is_name).then_some(endpoint)
     }
 
     /// The methods it answers; `None` for any.
     fn allowed(self) -> Option<&'static str> {
         match self {
-            Self::Action(..) | Self::Kv(_) | Self::Regenerate => Some(POST),
+            Self::Action(..) | Self::Kv(_) | Self::Regenerate | Self::Reload => Some(POST),
             Self::Session => Some(SESSION),
             Self::License(_) => Some(LICENSE),
             Self::Forward { .. } => None,
             _ => Some(GET),
+        }
+    }
+
+    /// The plugin id or route it names.
+    fn named(self) -> Option<&'a str> {
+        match self {
+            Self::Plugin(id)
+            | Self::Action(id, _)
+            | Self::Logs(id)
+            | Self::Kv(id)
+            | Self::Bundle(id)
+            | Self::License(id)
+            | Self::Forward { route: id, .. } => Some(id),
+            _ => None,
         }
     }
 
@@ -295,6 +311,7 @@ impl<B: Backend> Gateway<B> {
                 forward::client_response(backend.forward(route, request).await?)?
             }
             Endpoint::Metrics => respond::metrics(backend.metrics()),
+            Endpoint::Reload => respond::ok(&backend.reload().await?),
             Endpoint::Backup => {
                 let backup = backend.backup().await?;
                 let date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");

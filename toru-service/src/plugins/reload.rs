@@ -63,6 +63,13 @@ impl Manager {
             let replaced = found.iter().any(|f| f.path == handle.path);
             if replaced {
                 changes.replaced.push(handle.id.clone());
+                self.ctx
+                    .event(
+                        &handle.id,
+                        EventKind::Replaced,
+                        format!("{} changed", handle.path.display()),
+                    )
+                    .await;
             } else {
                 changes.removed.push(handle.id.clone());
                 self.ctx

@@ -53,6 +53,8 @@ pub enum EventKind {
     Discovered,
     /// A plugin disappeared.
     Removed,
+    /// A plugin's file or metadata changed; it was restarted from the new one.
+    Replaced,
     /// A plugin's manifest or files are invalid.
     Invalid,
     /// torud started.

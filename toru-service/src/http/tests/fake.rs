@@ -204,6 +204,10 @@ impl Backend for FakeBackend {
         }
     }
 
+    async fn reload(&self) -> Result<crate::reload::Reloaded, ApiError> {
+        Err(ApiError::Conflict("the fake has no configuration".into()))
+    }
+
     async fn regenerate_instance(&self) -> Result<crate::api::InstanceView, ApiError> {
         Err(ApiError::Internal("the fake keeps its id".into()))
     }
