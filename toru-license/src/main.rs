@@ -129,11 +129,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Completions { shell } => {
+            // Into memory first: clap_complete panics when a write fails (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "toru-license", &mut script);
             let mut stdout = std::io::stdout();
-            clap_complete::generate(*shell, &mut Cli::command(), "toru-license", &mut stdout);
-            stdout
-                .flush()
-                .map_err(|e| Failure::Failed(format!("cannot write: {e}")))
+            match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                written => written.map_err(|e| Failure::Failed(format!("cannot write: {e}"))),
+            }
         }
         Command::GenerateMan { dir } => generate_man(dir),
         command => commands::run(command, cli.json),

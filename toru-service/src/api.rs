@@ -39,8 +39,12 @@ pub(crate) struct PluginView {
     pub(crate) state: &'static str,
     /// The plugin's process id while it runs.
     pub(crate) pid: Option<u32>,
-    /// Restarts since torud started.
+    /// Restarts after a crash since torud started, as systemd counts them (`NRestarts`).
     pub(crate) restarts: u32,
+    /// Restarts asked for since torud started (`restart`, a licence change), apart.
+    pub(crate) manual_restarts: u32,
+    /// How the last run of its process ended, if one did since torud started.
+    pub(crate) last_exit: Option<LastExitView>,
     /// When the process in this run began serving (RFC 3339), while it runs.
     pub(crate) running_since: Option<String>,
     /// When it entered its `state` (RFC 3339, µs): a client waiting for a restart
@@ -58,6 +62,22 @@ pub(crate) struct PluginView {
     pub(crate) cpu_usec: Option<u64>,
     /// Its licence here.
     pub(crate) license: LicenseView,
+}
+
+/// How a run of a plugin's process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct LastExitView {
+    /// When (RFC 3339).
+    pub(crate) at: String,
+    /// In words: "exited with code 3", "killed by torud: hung: ...", "killed by the kernel: out
+    /// of memory ...", "stopped by torud, as asked: exited with code 0".
+    pub(crate) reason: String,
+    /// The exit code, when it exited.
+    pub(crate) code: Option<i32>,
+    /// The signal that ended it (`SIGKILL`), when one did.
+    pub(crate) signal: Option<String>,
+    /// `exited`, `hung`, `out_of_memory`, `start_failed` or `stopped`.
+    pub(crate) cause: &'static str,
 }
 
 /// A plugin's licence (`GET /api/plugins/{id}/license`, and in the plugin object).

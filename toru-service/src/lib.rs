@@ -63,6 +63,8 @@ pub mod listen;
 pub mod logging;
 /// The machine the instance id is tied to.
 pub(crate) mod machine;
+/// Manual pages from the clap definitions, with sections of our own.
+pub(crate) mod man;
 /// `/metrics`.
 pub(crate) mod metrics;
 /// Plugins: discovery, supervision, connections, logs.

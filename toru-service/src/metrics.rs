@@ -236,6 +236,8 @@ mod tests {
             state: "running",
             pid: Some(1),
             restarts: 0,
+            manual_restarts: 0,
+            last_exit: None,
             running_since: None,
             state_since: String::new(),
             error: None,

@@ -264,19 +264,9 @@ torud \-\-restore /root/toru\-2026\-12\-01.redb
 
 /// `torud(8)` in roff.
 pub fn man_page() -> std::io::Result<Vec<u8>> {
-    let command = TorudArgs::command();
-    let man = clap_mangen::Man::new(command)
-        .section("8")
-        .manual("System Manager's Manual");
-    let mut page = Vec::new();
-    man.render_title(&mut page)?;
-    man.render_name_section(&mut page)?;
-    man.render_synopsis_section(&mut page)?;
-    man.render_description_section(&mut page)?;
-    man.render_options_section(&mut page)?;
-    page.extend_from_slice(MAN_SECTIONS.as_bytes());
-    man.render_version_section(&mut page)?;
-    Ok(page)
+    let mut command = TorudArgs::command();
+    command.build();
+    crate::man::page(command, "8", "System Manager's Manual", MAN_SECTIONS)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ mod ctl;
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -108,7 +108,7 @@ async fn enable_disable_restart_wait_for_the_plugin() {
     let mut torud = setup.start().await;
 
     let text = ctl(&torud, &["plugins", "disable", "hello-py"]).ok().stdout;
-    assert_eq!(text, "disabled hello-py: disabled\n");
+    assert_eq!(text, "disabled hello-py\n");
     assert_eq!(torud.plugin("hello-py").await["state"], "disabled");
 
     let text = ctl(&torud, &["plugins", "enable", "hello-py"]).ok().stdout;
@@ -167,7 +167,10 @@ async fn logs_as_text_and_json() {
         .ok()
         .stdout;
     assert_eq!(one.lines().count(), 1, "{one}");
-    assert!(one.ends_with("error  request failed\n"), "{one}");
+    assert!(
+        one.ends_with("error  request failed  error=\"invalid_key: key is empty\"\n"),
+        "{one}"
+    );
     let errors = ctl(&torud, &["plugins", "logs", "hello", "--level", "error"])
         .ok()
         .stdout;
@@ -264,9 +267,10 @@ async fn kv_get_set_delete_list() {
         .stdout;
     assert_eq!(set, "set hello \"colour\" (4 bytes)\n");
     ctl(&torud, &["kv", "set", "hello", "size", "XL"]).ok();
+    // Into a pipe: the bytes as stored (on a terminal a newline ends the line).
     assert_eq!(
         ctl(&torud, &["kv", "get", "hello", "colour"]).ok().stdout,
-        "blue\n"
+        "blue"
     );
     // The plugin sees what toructl stored.
     let via_plugin = torud.get("/api/plugins/route/hello/kv/colour").await;
@@ -305,7 +309,9 @@ async fn kv_get_set_delete_list() {
     ctl(&torud, &["kv", "get", "hello", "size"]).fails(1, "hello has no key \"size\"");
     let missing = ctl(&torud, &["--json", "kv", "get", "hello", "size"]);
     assert_eq!(missing.json(), serde_json::json!({ "value": null }));
-    missing.fails(1, "no key");
+    assert_eq!(missing.code, 1);
+    let error: serde_json::Value = serde_json::from_str(missing.stderr.trim()).unwrap();
+    assert_eq!(error["error"], "hello has no key \"size\"");
     assert_eq!(ctl(&torud, &["kv", "list", "hello"]).ok().stdout, "");
 
     // A value from stdin, byte for byte; the Python plugin has storage too.
@@ -428,4 +434,190 @@ exec sleep 60"#,
         ),
         "{log}"
     );
+}
+
+/// `plugins show` tells what `systemctl status` would: state and since when, the last
+/// exit in words, restarts after crashes apart from those asked for, the last lines;
+/// a plugin draining for a restart is `stopping`, and a request refused meanwhile
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_show_tells_as_much_as_systemctl_status() {
+    let setup = Setup::new();
+    let mut torud = setup.start().await;
+    let shown = ctl(&torud, &["plugins", "show", "hello"]).ok().stdout;
+    assert!(shown.contains("state        running since "), "{shown}");
+    assert!(shown.contains("restarts     0\n"), "{shown}");
+    assert!(shown.contains("last exit    -\n"), "{shown}");
+    assert!(
+        shown.contains("  info   hello initialized  instance_id="),
+        "{shown}"
+    );
+
+    // A crash: counted, and said in words.
+    let pid = torud.plugin("hello").await["pid"].as_u64().unwrap() as u32;
+    signal(pid, "KILL");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let plugin = torud.plugin("hello").await;
+        if plugin["state"] == "running" && plugin["pid"].as_u64() != Some(u64::from(pid)) {
+            assert_eq!(plugin["restarts"], 1, "{plugin}");
+            assert_eq!(plugin["last_exit"]["cause"], "exited", "{plugin}");
+            assert_eq!(plugin["last_exit"]["signal"], "SIGKILL", "{plugin}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{plugin}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shown = ctl(&torud, &["plugins", "show", "hello"]).ok().stdout;
+    assert!(shown.contains(": killed by signal SIGKILL\n"), "{shown}");
+
+    // A restart while a slow request is in flight: `stopping` until it is done.
+    let slow = torud.probe();
+    let request =
+        tokio::spawn(async move { slow.get("/api/plugins/route/hello/slow?ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restart = torud.unix("POST", "/api/plugins/hello/restart", "").await;
+    assert_eq!(restart.status, 200, "{}", restart.text());
+    let mut saw_stopping = false;
+    for _ in 0..50 {
+        let plugin = torud.plugin("hello").await;
+        if plugin["state"] == "stopping" {
+            assert_eq!(plugin["health"], "unhealthy", "{plugin}");
+            assert_eq!(plugin["running"], false, "{plugin}");
+            let refused = torud.get("/api/plugins/route/hello/").await;
+            assert_eq!(refused.status, 503, "{}", refused.text());
+            assert!(refused.text().contains("is stopping"), "{}", refused.text());
+            saw_stopping = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_stopping, "never seen stopping");
+    assert_eq!(
+        request.await.unwrap().status,
+        200,
+        "the request in flight finished"
+    );
+    torud.wait_state("hello", "running").await;
+    let shown = ctl(&torud, &["plugins", "show", "hello"]).ok().stdout;
+    assert!(
+        shown.contains("restarts     1 (and 1 by request)\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(": stopped by torud, as asked: exited with code 0\n"),
+        "{shown}"
+    );
+    let json = ctl(&torud, &["--json", "plugins", "show", "hello"])
+        .ok()
+        .stdout;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["manual_restarts"], 1);
+    assert_eq!(json["last_exit"]["cause"], "stopped");
+    assert_eq!(json["last_exit"]["code"], 0);
+    torud.stop();
+}
+
+/// The small things a first day trips over: completions into a closed pipe, `kv get`
+/// for a program, errors with `--json`, `-n 0`, "1 byte", storing for a plugin that
+/// cannot read it, event texts that do not repeat themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toructl_is_polished_where_a_first_day_looks() {
+    let setup = Setup::new();
+    let mut torud = setup.start().await;
+
+    // `toructl completions bash | head -1`: quietly done, no panic.
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' completions bash | head -1",
+            env!("CARGO_BIN_EXE_toructl")
+        ))
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(
+        String::from_utf8_lossy(&piped.stderr).is_empty(),
+        "{piped:?}"
+    );
+    let script = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' completions bash > /dev/full; echo $?",
+            env!("CARGO_BIN_EXE_toructl")
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&script.stderr).contains("panicked"),
+        "{script:?}"
+    );
+
+    // `kv get` into a pipe: the value's bytes, not one more.
+    let set = ctl(&torud, &["kv", "set", "hello", "k", "v"]).ok().stdout;
+    assert_eq!(set, "set hello \"k\" (1 byte)\n");
+    let raw = command()
+        .arg("--socket")
+        .arg(&torud.unix)
+        .args(["kv", "get", "hello", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(raw.stdout, b"v");
+    // A value that is not UTF-8 comes out as its bytes too.
+    let stored = torud
+        .unix(
+            "PUT",
+            "/api/plugins/route/hello/kv/bin",
+            vec![0u8, 0xff, b'x'],
+        )
+        .await;
+    assert!(stored.status < 300, "{}", stored.text());
+    let raw = command()
+        .arg("--socket")
+        .arg(&torud.unix)
+        .args(["kv", "get", "hello", "bin"])
+        .output()
+        .unwrap();
+    assert_eq!(raw.stdout, [0u8, 0xff, b'x']);
+    assert!(raw.stderr.is_empty(), "{raw:?}");
+
+    // Storing for a protocol-1 plugin works, with a warning that it cannot read it.
+    let legacy = ctl(&torud, &["kv", "set", "hello-py", "k", "vv"]);
+    assert_eq!(legacy.code, 0, "{legacy:?}");
+    assert_eq!(legacy.stdout, "set hello-py \"k\" (2 bytes)\n");
+    assert!(legacy.stderr.contains("protocol 1"), "{legacy:?}");
+
+    // With --json, errors are JSON on stderr too, usage errors included.
+    for (args, code) in [
+        (&["--json", "plugins", "show", "nosuch"][..], 1),
+        (&["--json", "plugins", "show"][..], 2),
+        (&["--json", "kv", "get", "hello", "absent"][..], 1),
+    ] {
+        let run = ctl(&torud, args);
+        assert_eq!(run.code, code, "{run:?}");
+        let error: serde_json::Value = serde_json::from_str(run.stderr.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: stderr is not JSON ({e}): {run:?}"));
+        assert!(error["error"].is_string(), "{run:?}");
+        assert_eq!(error["exit_code"], code, "{run:?}");
+    }
+
+    // `-n 0`: nothing, alike for logs and events; a typo is still an error.
+    assert_eq!(
+        ctl(&torud, &["plugins", "logs", "hello", "-n", "0"])
+            .ok()
+            .stdout,
+        ""
+    );
+    assert_eq!(ctl(&torud, &["events", "hello", "-n", "0"]).ok().stdout, "");
+    ctl(&torud, &["events", "nosuch", "-n", "0"]).fails(1, "no plugin \"nosuch\"");
+    ctl(&torud, &["plugins", "logs", "nosuch", "-n", "0"]).fails(1, "no plugin \"nosuch\"");
+
+    // Event texts say something the kind does not.
+    ctl(&torud, &["plugins", "disable", "hello"]).ok();
+    ctl(&torud, &["plugins", "enable", "hello"]).ok();
+    let events = ctl(&torud, &["--json", "events", "hello"]).ok().json();
+    for event in events["events"].as_array().unwrap() {
+        assert_ne!(event["kind"], event["detail"], "{event}");
+    }
+    torud.stop();
 }

@@ -284,6 +284,32 @@ fn man_pages_and_completions_come_from_the_definition() {
         main.contains("TORU_SOCKET") && main.contains("69"),
         "{main}"
     );
+    for section in [
+        ".SH SYNOPSIS",
+        ".SH EXAMPLES",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+        ".SH EXIT STATUS",
+    ] {
+        assert!(main.contains(section), "{section}: {main}");
+    }
+    assert!(
+        main.contains("[\\fB\\-\\-socket\\fR \\fIPATH\\fR]"),
+        "{main}"
+    );
+    // A command's synopsis names its values and arguments, and its page has examples.
+    let logs = std::fs::read_to_string(out.join("toructl-plugins-logs.1")).unwrap();
+    assert!(
+        logs.contains("[\\fB\\-n\\fR|\\fB\\-\\-lines\\fR \\fIN\\fR]")
+            && logs.contains("\\fIID\\fR"),
+        "{logs}"
+    );
+    assert!(logs.contains(".SH EXAMPLES"), "{logs}");
+    let torud = std::fs::read_to_string(out.join("torud.8")).unwrap();
+    assert!(
+        torud.contains("[\\fB\\-\\-config\\fR \\fIPATH\\fR]"),
+        "{torud}"
+    );
     assert!(
         !out.join("toructl-generate-man.1").exists(),
         "hidden commands get no page"

@@ -79,6 +79,13 @@ impl PluginGroup {
         }
     }
 
+    /// How many times the kernel's OOM killer killed a process of the group
+    /// (`memory.events` `oom_kill`); `None` without the memory controller.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        let events = std::fs::read_to_string(self.dir.join("memory.events")).ok()?;
+        keyed(&events, "oom_kill")
+    }
+
     /// Kills everything in the group, waits for it to empty and removes it.
     pub(crate) fn remove(&self) -> io::Result<()> {
         remove_tree(&self.dir, KILL_TIMEOUT).map(drop)

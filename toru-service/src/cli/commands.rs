@@ -12,6 +12,8 @@ use super::{Command, LogsArgs, PluginsCommand};
 /// How long `enable`/`restart`/`disable` wait for the plugin to settle;
 /// torud bounds a start and a stop by its own timeouts, well within this.
 const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How many of its latest lines `plugins show` prints.
+const SHOW_LOG_LINES: usize = 5;
 /// How often they look.
 const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -161,17 +163,14 @@ impl Session<'_> {
         Ok(self.out.table(&header, &rows)?)
     }
 
+    /// `plugins show ID`: what `systemctl status` tells of a unit, for a plugin.
     async fn show(&self, id: &str) -> Result<(), CliError> {
         let plugin = self.client.get(&plugin_path(id, "")?).await?;
         if self.json {
             return Ok(self.out.json(&plugin)?);
         }
         let field = |key: &'static str| (key, output::text(&plugin[key]), Paint::Plain);
-        let painted = |key: &'static str| {
-            let text = output::text(&plugin[key]);
-            let paint = Paint::for_state(&text);
-            (key, text, paint)
-        };
+        let state = output::text(&plugin["state"]);
         let error = (
             "error",
             output::text(&plugin["error"]),
@@ -180,7 +179,7 @@ impl Session<'_> {
                 _ => Paint::Red,
             },
         );
-        Ok(self.out.fields(&[
+        let mut fields = vec![
             field("id"),
             field("name"),
             field("version"),
@@ -188,17 +187,51 @@ impl Session<'_> {
             field("icon"),
             field("route"),
             field("protocol"),
-            painted("state"),
-            painted("health"),
+            (
+                "state",
+                since(&state, &plugin["state_since"]),
+                Paint::for_state(&state),
+            ),
+            (
+                "health",
+                output::text(&plugin["health"]),
+                Paint::for_state(&output::text(&plugin["health"])),
+            ),
             field("enabled"),
-            field("running"),
             field("pid"),
-            field("restarts"),
+            ("restarts", restarts(&plugin), Paint::Plain),
+            ("last exit", last_exit(&plugin["last_exit"]), Paint::Plain),
             error,
             ("license", license_summary(&plugin["license"]), Paint::Plain),
             field("path"),
             field("socket_path"),
-        ])?)
+        ];
+        if !plugin["cgroup"].is_null() {
+            fields.push(field("cgroup"));
+        }
+        if let Some(bytes) = plugin["memory_bytes"].as_u64() {
+            fields.push(("memory", output::bytes(bytes), Paint::Plain));
+        }
+        self.out.fields(&fields)?;
+        // The last lines it wrote, as `systemctl status` ends with the journal's.
+        if plugin["state"] != "invalid" {
+            let page = self
+                .client
+                .get(&plugin_path(
+                    id,
+                    &format!("/logs?page_size={SHOW_LOG_LINES}"),
+                )?)
+                .await?;
+            let lines = page["logs"].as_array().cloned().unwrap_or_default();
+            self.out.line("")?;
+            if lines.is_empty() {
+                self.out.line("(no output yet)")?;
+            }
+            for line in &lines {
+                self.out.line(&log_line(self.out, line))?;
+            }
+        }
+        Ok(())
     }
 
     /// `enable`, `disable` or `restart`. torud takes the command and
@@ -234,6 +267,9 @@ impl Session<'_> {
         }
         if self.json {
             return Ok(());
+        }
+        if action == "disable" {
+            return Ok(self.out.line(&format!("{done} {id}"))?);
         }
         let painted = self.out.paint(&state, Paint::for_state(&state));
         let pid = match &plugin["pid"] {
@@ -308,19 +344,7 @@ impl Session<'_> {
             if self.json {
                 out.json_line(line)
             } else {
-                let level = output::text(&line["level"]);
-                let fields = match line["fields"].as_object() {
-                    Some(fields) if !fields.is_empty() => {
-                        format!("  {}", crate::plugins::logs::key_values(fields))
-                    }
-                    _ => String::new(),
-                };
-                out.line(&format!(
-                    "{}  {}  {}{fields}",
-                    output::text(&line["timestamp"]),
-                    out.paint(&format!("{:<5}", level), Paint::for_level(&level)),
-                    output::text(&line["message"]),
-                ))
+                out.line(&log_line(out, line))
             }
         };
         if args.follow {
@@ -332,6 +356,8 @@ impl Session<'_> {
             return follow.run(self.client, self.out, print).await;
         }
         if args.lines == 0 {
+            // None asked for: nothing printed, but a plugin that does not exist is an error.
+            self.client.get(&plugin_path(&args.id, "")?).await?;
             return Ok(());
         }
         let mut query = format!("{path}?page_size={}", args.lines);
@@ -349,6 +375,13 @@ impl Session<'_> {
     }
 
     async fn events(&self, id: Option<&str>, limit: usize) -> Result<(), CliError> {
+        if limit == 0 {
+            // As `plugins logs -n 0`: nothing printed; a plugin that does not exist is an error.
+            if let Some(id) = id {
+                self.client.get(&plugin_path(id, "")?).await?;
+            }
+            return Ok(());
+        }
         let mut path = format!("/api/events?limit={limit}");
         if let Some(id) = id {
             check_id(id)?;
@@ -396,6 +429,63 @@ impl Session<'_> {
 }
 
 /// `valid (Acme Ltd, until 2027-01-31)`, `not_required`, `missing`...
+/// A line of a plugin's output: time, level, message, its fields.
+fn log_line(out: &Out, line: &Value) -> String {
+    let level = output::text(&line["level"]);
+    let fields = match line["fields"].as_object() {
+        Some(fields) if !fields.is_empty() => {
+            format!("  {}", crate::plugins::logs::key_values(fields))
+        }
+        _ => String::new(),
+    };
+    format!(
+        "{}  {}  {}{fields}",
+        output::text(&line["timestamp"]),
+        out.paint(&format!("{level:<5}"), Paint::for_level(&level)),
+        output::text(&line["message"]),
+    )
+}
+
+/// "running since 2026-12-01T14:20:06.123Z (3m 20s ago)".
+fn since(state: &str, at: &Value) -> String {
+    let Some(at) = at
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    else {
+        return state.to_owned();
+    };
+    let ago = (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    format!(
+        "{state} since {} ({} ago)",
+        output::timestamp(&Value::String(at.to_rfc3339())),
+        output::duration(ago.unsigned_abs())
+    )
+}
+
+/// Restarts after a crash, as systemd counts them (`NRestarts`), with the ones asked
+/// for apart: "2", "2 (and 1 by request)".
+fn restarts(plugin: &Value) -> String {
+    let automatic = output::text(&plugin["restarts"]);
+    match plugin["manual_restarts"].as_u64() {
+        Some(manual) if manual > 0 => format!("{automatic} (and {manual} by request)"),
+        _ => automatic,
+    }
+}
+
+/// "2026-12-01T14:18:00.000Z: exited with code 3".
+fn last_exit(exit: &Value) -> String {
+    if exit.is_null() {
+        return "-".to_owned();
+    }
+    format!(
+        "{}: {}",
+        output::timestamp(&exit["at"]),
+        output::text(&exit["reason"])
+    )
+}
+
 fn license_summary(license: &Value) -> String {
     let status = output::text(&license["status"]);
     match (&license["licensee"], &license["expires"]) {

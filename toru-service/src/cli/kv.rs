@@ -52,14 +52,36 @@ impl Session<'_> {
                 if answer["value"].is_null() {
                     return Err(missing(key));
                 }
-                if answer["encoding"] == "hex" {
+                let text = output::text(&answer["value"]);
+                let hex = answer["encoding"] == "hex";
+                if !self.out.is_terminal() {
+                    // For a program or a file: the stored bytes exactly.
+                    let bytes = if hex {
+                        from_hex(&text).ok_or_else(|| {
+                            CliError::Failed("torud sent a hex value that is not hex".into())
+                        })?
+                    } else {
+                        text.into_bytes()
+                    };
+                    return Ok(self.out.raw(&bytes)?);
+                }
+                if hex {
                     super::warn("the value is not UTF-8 text; shown as hex");
                 }
-                Ok(self.out.line(&output::text(&answer["value"]))?)
+                Ok(self.out.line(&text)?)
             }
             KvCommand::Set { key, .. } => {
                 let len = answer["value"].as_str().map_or(0, str::len);
-                Ok(self.out.line(&format!("set {id} {key:?} ({len} bytes)"))?)
+                let plugin = self.client.get(&plugin_path(id, "")?).await?;
+                if plugin["protocol"] == 1 {
+                    super::warn(&format!(
+                        "{id} speaks protocol 1, which has no storage: it cannot read what is \
+                         stored for it (only toructl and the API can)"
+                    ));
+                }
+                Ok(self
+                    .out
+                    .line(&format!("set {id} {key:?} ({})", output::count_bytes(len)))?)
             }
             KvCommand::Delete { key, .. } => Ok(self.out.line(&match answer["existed"] {
                 Value::Bool(false) => format!("{id} had no key {key:?}: nothing to delete"),
@@ -86,4 +108,25 @@ fn read_stdin() -> Result<String, CliError> {
         .map_err(|e| CliError::Failed(format!("cannot read the value from stdin: {e}")))?;
     String::from_utf8(bytes)
         .map_err(|_| CliError::Failed("the value on stdin is not UTF-8 text".into()))
+}
+
+/// `"6869"` → `b"hi"`.
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_reads_back() {
+        assert_eq!(super::from_hex("00ff6869"), Some(vec![0, 255, b'h', b'i']));
+        assert_eq!(super::from_hex("abc"), None);
+        assert_eq!(super::from_hex("zz"), None);
+    }
 }

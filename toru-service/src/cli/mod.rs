@@ -32,6 +32,8 @@ pub(crate) mod follow;
 pub(crate) mod kv;
 /// `toructl license`.
 pub(crate) mod license;
+/// The sections of toructl's man pages clap does not know.
+mod man_sections;
 /// Printing.
 pub(crate) mod output;
 /// `toructl store`.
@@ -165,9 +167,9 @@ pub(crate) enum Command {
     Events {
         /// Only events of this plugin.
         id: Option<String>,
-        /// How many of the most recent events.
+        /// How many of the most recent events (0: none, as `plugins logs -n 0`).
         #[arg(short = 'n', long = "limit", value_name = "N", default_value_t = 20,
-              value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
+              value_parser = clap::value_parser!(u16).range(0..=10_000).map(usize::from))]
         limit: usize,
     },
     /// Print a shell completion script (e.g. `toructl completions bash`).
@@ -225,7 +227,7 @@ pub(crate) enum PluginsCommand {
 pub(crate) struct LogsArgs {
     /// The plugin id.
     pub id: String,
-    /// How many of the most recent lines.
+    /// How many of the most recent lines (0: none; with -f, only new ones).
     #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 20,
           value_parser = clap::value_parser!(u16).range(0..=1000).map(usize::from))]
     pub lines: usize,
@@ -289,10 +291,21 @@ pub fn main() -> ExitCode {
         // `toructl ... | head`: the reader has what it wanted.
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            warn(&e.to_string());
-            ExitCode::from(e.exit_code())
+            let code = e.exit_code();
+            if cli.json {
+                json_error(&e.to_string(), code);
+            } else {
+                warn(&e.to_string());
+            }
+            ExitCode::from(code)
         }
     }
+}
+
+/// With `--json`, an error is JSON too, on stderr: `{"error": "...", "exit_code": 1}`.
+fn json_error(message: &str, code: u8) {
+    let error = serde_json::json!({ "error": message, "exit_code": code });
+    let _ = writeln!(std::io::stderr(), "{error}");
 }
 
 /// Help and version as clap prints them; usage errors as one line.
@@ -308,7 +321,12 @@ fn clap_exit(error: &clap::Error) -> ExitCode {
             ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(EXIT_USAGE))
         }
         _ => {
-            warn(&error::usage_line(error));
+            // Parsing failed, so `--json` is looked for in the words as given.
+            if std::env::args_os().any(|a| a == "--json") {
+                json_error(&error::usage_line(error), EXIT_USAGE);
+            } else {
+                warn(&error::usage_line(error));
+            }
             ExitCode::from(EXIT_USAGE)
         }
     }
@@ -326,10 +344,11 @@ fn run(cli: &Cli, socket_given: bool, url_given: bool) -> Result<(), CliError> {
     match &cli.command {
         Command::GenerateMan { dir } => return generate_man(dir, &out),
         Command::Completions { shell } => {
-            let mut command = Cli::command();
-            let mut stdout = std::io::stdout();
-            clap_complete::generate(*shell, &mut command, "toructl", &mut stdout);
-            return Ok(stdout.flush()?);
+            // Into memory first: clap_complete panics when a write fails, and
+            // `toructl completions bash | head` closes the pipe early.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "toructl", &mut script);
+            return Ok(out.raw(&script)?);
         }
         _ => {}
     }
@@ -364,7 +383,7 @@ fn run(cli: &Cli, socket_given: bool, url_given: bool) -> Result<(), CliError> {
 fn generate_man(dir: &std::path::Path, out: &output::Out) -> Result<(), CliError> {
     let failed = |e: std::io::Error| CliError::Failed(format!("{}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(failed)?;
-    clap_mangen::generate_to(Cli::command(), dir).map_err(failed)?;
+    crate::man::write_pages(Cli::command(), dir, "1", &man_sections::extra).map_err(failed)?;
     let torud = crate::torud_args::man_page().map_err(failed)?;
     std::fs::write(dir.join("torud.8"), torud).map_err(failed)?;
     let mut pages: Vec<String> = std::fs::read_dir(dir)

@@ -32,7 +32,7 @@ impl Paint {
     pub(crate) fn for_state(state: &str) -> Self {
         match state {
             "running" | "healthy" => Self::Green,
-            "starting" | "backoff" | "unhealthy" => Self::Yellow,
+            "starting" | "stopping" | "backoff" | "unhealthy" => Self::Yellow,
             "failed" | "invalid" => Self::Red,
             "stopped" | "disabled" => Self::Dim,
             _ => Self::Plain,
@@ -85,6 +85,18 @@ impl Out {
         let mut out = self.stdout.lock();
         writeln!(out, "{text}")?;
         out.flush()
+    }
+
+    /// `bytes` as they are: no newline added.
+    pub(crate) fn raw(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut out = self.stdout.lock();
+        out.write_all(bytes)?;
+        out.flush()
+    }
+
+    /// Whether stdout is a terminal (a person reads it, not a program).
+    pub(crate) fn is_terminal(&self) -> bool {
+        self.stdout.is_terminal()
     }
 
     /// `value` as pretty JSON.
@@ -184,6 +196,31 @@ pub(crate) fn timestamp(value: &Value) -> String {
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             },
         )
+}
+
+/// "1 byte", "5 bytes".
+pub(crate) fn count_bytes(n: usize) -> String {
+    if n == 1 {
+        "1 byte".to_owned()
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Bytes as `512 B`, `1.5 KiB`, `12.3 MiB`, `1.2 GiB`.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// Seconds as `3d 4h`, `2h 5m`, `5m 12s` or `12s`.

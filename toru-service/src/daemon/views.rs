@@ -1,6 +1,6 @@
 //! What the API shows of a plugin, from what the domain knows of it.
 
-use crate::api::{LicenseView, PluginView};
+use crate::api::{LastExitView, LicenseView, PluginView};
 use crate::plugins::license::LicenseStatus;
 use crate::plugins::{PluginHandle, State};
 
@@ -43,6 +43,14 @@ pub(super) fn plugin(handle: &PluginHandle, instance_id: &str) -> PluginView {
         state: state.as_str(),
         pid: now.pid,
         restarts: now.restarts,
+        manual_restarts: now.manual_restarts,
+        last_exit: now.last_exit.map(|exit| LastExitView {
+            at: exit.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            reason: exit.reason,
+            code: exit.code,
+            signal: exit.signal,
+            cause: exit.cause.as_str(),
+        }),
         running_since: now
             .running_since
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),

@@ -11,8 +11,9 @@ use super::handle::State;
 /// Why a request did not reach a plugin, or no answer came back.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ForwardError {
-    /// The plugin is not running (starting, backoff, failed, stopped, disabled or invalid).
-    #[error("plugin {plugin} is not running ({})", .state.as_str())]
+    /// The plugin is not running (starting, stopping, backoff, failed, stopped, disabled or
+    /// invalid).
+    #[error("{}", not_running(plugin, *state))]
     NotRunning {
         /// Its id.
         plugin: String,
@@ -61,4 +62,15 @@ pub(crate) enum CommandError {
     /// torud is stopping: supervisors take no more commands.
     #[error("torud is stopping")]
     Stopping,
+}
+
+/// What a client is told about a plugin in `state` that is not serving.
+fn not_running(plugin: &str, state: State) -> String {
+    match state {
+        State::Stopping => format!(
+            "plugin {plugin} is stopping (restarted, disabled or reloaded): requests in flight \
+             finish, new ones are refused until it is back"
+        ),
+        state => format!("plugin {plugin} is not running ({})", state.as_str()),
+    }
 }

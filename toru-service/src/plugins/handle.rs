@@ -24,6 +24,9 @@ pub(crate) enum State {
     Starting,
     /// Ready and serving.
     Running,
+    /// Being stopped (for a restart, a disable, a reload or torud's stop): requests
+    /// in flight finish, new ones are refused.
+    Stopping,
     /// Waiting to be restarted.
     Backoff,
     /// Crashed too often; down until enabled again.
@@ -42,6 +45,7 @@ impl State {
         match self {
             Self::Starting => "starting",
             Self::Running => "running",
+            Self::Stopping => "stopping",
             Self::Backoff => "backoff",
             Self::Failed => "failed",
             Self::Stopped => "stopped",
@@ -61,6 +65,53 @@ struct Status {
     running_since: Option<chrono::DateTime<chrono::Utc>>,
     /// When `state` last changed.
     state_since: chrono::DateTime<chrono::Utc>,
+    /// Restarts asked for (restart, licence changes), apart from `restarts`.
+    manual_restarts: u32,
+    /// How the last run of the process ended.
+    last_exit: Option<LastExit>,
+}
+
+/// How one run of a plugin's process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LastExit {
+    /// When.
+    pub(crate) at: chrono::DateTime<chrono::Utc>,
+    /// In words: "exited with code 3", "killed by torud: hung: no answer to ping (...)".
+    pub(crate) reason: String,
+    /// Its exit code, when it exited.
+    pub(crate) code: Option<i32>,
+    /// The signal that ended it ("SIGKILL"), when one did.
+    pub(crate) signal: Option<String>,
+    /// Why it ended, as far as torud knows.
+    pub(crate) cause: ExitCause,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExitCause {
+    /// The process ended by itself (or by someone else's signal).
+    Exited,
+    /// torud killed it: it stopped answering pings.
+    Hung,
+    /// The kernel killed it for memory (its cgroup's `memory.max`).
+    OutOfMemory,
+    /// It never got to serve.
+    StartFailed,
+    /// torud stopped it, as asked (restart, disable, reload, stop).
+    Stopped,
+}
+
+impl ExitCause {
+    /// The name the API uses.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Exited => "exited",
+            Self::Hung => "hung",
+            Self::OutOfMemory => "out_of_memory",
+            Self::StartFailed => "start_failed",
+            Self::Stopped => "stopped",
+        }
+    }
 }
 
 /// One discovered plugin.
@@ -115,6 +166,8 @@ impl PluginHandle {
                 next_attempt: None,
                 running_since: None,
                 state_since: chrono::Utc::now(),
+                manual_restarts: 0,
+                last_exit: None,
             }),
             link: RwLock::new(None),
             group: RwLock::new(None),
@@ -147,6 +200,8 @@ impl PluginHandle {
                 next_attempt: None,
                 running_since: None,
                 state_since: chrono::Utc::now(),
+                manual_restarts: 0,
+                last_exit: None,
             }),
             link: RwLock::new(None),
             group: RwLock::new(None),
@@ -179,9 +234,14 @@ impl PluginHandle {
         status.state = state;
         status.error = error;
         status.next_attempt = None;
-        if state != State::Running && state != State::Starting {
+        if !matches!(state, State::Running | State::Starting | State::Stopping) {
             status.pid = None;
         }
+    }
+
+    /// How the run that just ended ended.
+    pub(crate) fn set_exit(&self, exit: LastExit) {
+        self.status().last_exit = Some(exit);
     }
 
     /// Waiting until `at` to restart.
@@ -201,9 +261,14 @@ impl PluginHandle {
         self.status().pid = pid;
     }
 
-    /// One more restart.
+    /// One more restart after a crash, as systemd counts them.
     pub(crate) fn count_restart(&self) {
         self.status().restarts += 1;
+    }
+
+    /// One more restart asked for.
+    pub(crate) fn count_manual_restart(&self) {
+        self.status().manual_restarts += 1;
     }
 
     /// How long until the next start attempt, in backoff.
@@ -213,7 +278,7 @@ impl PluginHandle {
             State::Backoff => status
                 .next_attempt
                 .map(|at| at.saturating_duration_since(Instant::now())),
-            State::Starting => Some(std::time::Duration::from_secs(1)),
+            State::Starting | State::Stopping => Some(std::time::Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -336,6 +401,8 @@ impl PluginHandle {
             restarts: status.restarts,
             running_since: status.running_since,
             state_since: status.state_since,
+            manual_restarts: status.manual_restarts,
+            last_exit: status.last_exit.clone(),
             cgroup: group.map(|g| g.name().to_owned()),
             usage,
         }
@@ -351,12 +418,16 @@ pub(crate) struct Snapshot {
     pub(crate) error: Option<String>,
     /// Its process, while it runs.
     pub(crate) pid: Option<u32>,
-    /// Restarts since torud started.
+    /// Restarts after a crash since torud started (as systemd's `NRestarts` counts).
     pub(crate) restarts: u32,
     /// Since when it serves, while it runs.
     pub(crate) running_since: Option<chrono::DateTime<chrono::Utc>>,
     /// When it entered its state.
     pub(crate) state_since: chrono::DateTime<chrono::Utc>,
+    /// Restarts asked for.
+    pub(crate) manual_restarts: u32,
+    /// How its last run ended.
+    pub(crate) last_exit: Option<LastExit>,
     /// Its cgroup as `/proc/PID/cgroup` names it, while it runs in one.
     pub(crate) cgroup: Option<String>,
     /// What its cgroup uses.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use crate::cgroup::PluginGroup;
-use crate::plugins::handle::PluginHandle;
+use crate::plugins::handle::{PluginHandle, State};
 use crate::plugins::isolation::Isolation;
 use crate::plugins::link::PluginLink;
 use crate::plugins::spawner;
@@ -112,24 +112,27 @@ pub(crate) fn describe_exit(status: &std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(signal)) => {
-            let name =
-                Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.to_string());
-            format!("killed by signal {name}")
-        }
+        (None, Some(signal)) => format!("killed by signal {}", signal_name(signal)),
         _ => format!("ended ({status})"),
     }
 }
 
+/// `SIGKILL` for 9; the number for a signal without a name.
+pub(crate) fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.to_string())
+}
+
 /// Stops the process: `shutdown` (when `link` is given) and up to `grace`
 /// for it to exit, then SIGTERM and 2 s, then SIGKILL of the whole group.
+/// Meanwhile the plugin is `stopping`. Its exit status, when known.
 pub(crate) async fn stop_process(
     handle: &PluginHandle,
     child: &mut Child,
     link: Option<&Arc<PluginLink>>,
     grace: Duration,
-) {
+) -> Option<std::process::ExitStatus> {
     handle.set_link(None);
+    handle.set_state(State::Stopping, None);
     let pid = child.id();
     if let Some(link) = link {
         match link.as_ref() {
@@ -140,10 +143,10 @@ pub(crate) async fn stop_process(
             }
             PluginLink::V1(legacy) => legacy.shutdown().await,
         }
-        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+        if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
             kill_group(pid);
             remove_socket(handle);
-            return;
+            return status.ok();
         }
         warn!(plugin = %handle.id, ?grace, "plugin did not exit in time; sending SIGTERM");
     }
@@ -155,8 +158,9 @@ pub(crate) async fn stop_process(
         warn!(plugin = %handle.id, "plugin ignored SIGTERM; sending SIGKILL");
     }
     kill_group(pid);
-    let _ = child.wait().await;
+    let status = child.wait().await.ok();
     remove_socket(handle);
+    status
 }
 
 /// The sockets folder exists (0700) and no stale socket is in the way.

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::command::Command;
 use super::context::Context;
-use super::handle::{PluginHandle, State};
+use super::handle::{ExitCause, LastExit, PluginHandle, State};
 use super::isolation::Isolation;
 use super::kv::StoreKv;
 use super::leftovers;
@@ -22,7 +22,8 @@ use super::link::{LegacyLink, PluginLink};
 use super::logs::spawn_reader;
 use super::policy::{self, AfterCrash, Effect, Phase, Restarts, Step};
 use super::process::{
-    PluginEnv, describe_exit, kill_group, prepare_socket, remove_socket, spawn, stop_process,
+    PluginEnv, describe_exit, kill_group, prepare_socket, remove_socket, signal_name, spawn,
+    stop_process,
 };
 use crate::cgroup::PluginGroup;
 use crate::store::EventKind;
@@ -156,20 +157,20 @@ async fn record_effect(
         Effect::Enabled { cleared } => {
             restarts.forget();
             let detail = if cleared {
-                "enabled; failed state cleared"
+                "by request; its failed state cleared"
             } else {
-                "enabled"
+                "by request"
             };
             ctx.persist(&handle.id, true, None, EventKind::Enabled, detail)
                 .await;
         }
         Effect::Disabled => {
-            ctx.persist(&handle.id, false, None, EventKind::Disabled, "disabled")
+            ctx.persist(&handle.id, false, None, EventKind::Disabled, "by request")
                 .await;
         }
         Effect::Restarted => {
-            handle.count_restart();
-            ctx.event(&handle.id, EventKind::Restarted, "restarted by request")
+            handle.count_manual_restart();
+            ctx.event(&handle.id, EventKind::Restarted, "by request")
                 .await;
         }
     }
@@ -302,16 +303,22 @@ async fn run_process(
 
     let connecting = connect(handle, ctx);
     tokio::pin!(connecting);
+    let ooms = group.and_then(PluginGroup::oom_kills);
     let link = loop {
         tokio::select! {
             link = &mut connecting => break link,
-            status = child.wait() => break Err(match status {
-                Ok(status) => format!("{} while starting", describe_exit(&status)),
-                Err(e) => format!("lost track of the process while starting: {e}"),
-            }),
+            status = child.wait() => {
+                let reason = match &status {
+                    Ok(status) => format!("{} while starting", describe_exit(status)),
+                    Err(e) => format!("lost track of the process while starting: {e}"),
+                };
+                handle.set_exit(last_exit(status.ok().as_ref(), &reason, ExitCause::StartFailed));
+                break Err(reason);
+            }
             command = commands.recv() => {
                 let Some(step) = policy::while_running(command) else { continue };
-                stop_process(handle, &mut child, None, Duration::ZERO).await;
+                let status = stop_process(handle, &mut child, None, Duration::ZERO).await;
+                handle.set_exit(last_exit(status.as_ref(), "stopped while starting", ExitCause::Stopped));
                 return stopped(handle, step);
             }
         }
@@ -319,7 +326,13 @@ async fn run_process(
     let link = match link {
         Ok(link) => Arc::new(link),
         Err(reason) => {
-            stop_process(handle, &mut child, None, Duration::ZERO).await;
+            if let Some(status) = stop_process(handle, &mut child, None, Duration::ZERO).await {
+                handle.set_exit(last_exit(
+                    Some(&status),
+                    &format!("did not start: {reason}"),
+                    ExitCause::StartFailed,
+                ));
+            }
             warn!(plugin = %handle.id, %reason, "plugin did not start");
             return crashed(Duration::ZERO, reason);
         }
@@ -351,10 +364,12 @@ async fn run_process(
             status = child.wait() => {
                 handle.set_link(None);
                 kill_group(pid);
-                let reason = match status {
-                    Ok(status) => describe_exit(&status),
-                    Err(e) => format!("lost track of the process: {e}"),
+                let (reason, cause) = match &status {
+                    Ok(status) => out_of_memory(status, group, ooms)
+                        .map_or_else(|| (describe_exit(status), ExitCause::Exited), |oom| (oom, ExitCause::OutOfMemory)),
+                    Err(e) => (format!("lost track of the process: {e}"), ExitCause::Exited),
                 };
+                handle.set_exit(last_exit(status.ok().as_ref(), &reason, cause));
                 warn!(plugin = %handle.id, %reason, "plugin exited");
                 ctx.event(&handle.id, EventKind::Exited, reason.clone()).await;
                 remove_socket(handle);
@@ -364,11 +379,16 @@ async fn run_process(
                 // A dying process closes its connection first: give its exit
                 // status a moment to arrive, it says more.
                 handle.set_link(None);
-                let reason = match tokio::time::timeout(EXIT_STATUS_WAIT, child.wait()).await {
-                    Ok(Ok(status)) => describe_exit(&status),
-                    _ => "closed its connection".to_owned(),
+                let exited = tokio::time::timeout(EXIT_STATUS_WAIT, child.wait()).await;
+                // Gone already (its status is kept), or made to go.
+                let status = stop_process(handle, &mut child, None, Duration::ZERO).await;
+                let oom = status.as_ref().and_then(|s| out_of_memory(s, group, ooms));
+                let (reason, cause) = match (exited, oom) {
+                    (_, Some(oom)) => (oom, ExitCause::OutOfMemory),
+                    (Ok(Ok(status)), None) => (describe_exit(&status), ExitCause::Exited),
+                    _ => ("closed its connection".to_owned(), ExitCause::Exited),
                 };
-                stop_process(handle, &mut child, None, Duration::ZERO).await;
+                handle.set_exit(last_exit(status.as_ref(), &reason, cause));
                 warn!(plugin = %handle.id, %reason, "plugin exited");
                 ctx.event(&handle.id, EventKind::Exited, reason.clone()).await;
                 return crashed(started.elapsed(), reason);
@@ -379,17 +399,54 @@ async fn run_process(
                     let reason = format!("hung: no answer to ping ({e})");
                     warn!(plugin = %handle.id, %reason, "killing hung plugin");
                     ctx.event(&handle.id, EventKind::Hung, reason.clone()).await;
-                    stop_process(handle, &mut child, None, Duration::ZERO).await;
+                    let status = stop_process(handle, &mut child, None, Duration::ZERO).await;
+                    handle.set_exit(last_exit(status.as_ref(), &format!("killed by torud: {reason}"), ExitCause::Hung));
                     return crashed(started.elapsed(), reason);
                 }
             }
             command = commands.recv() => {
                 let Some(step) = policy::while_running(command) else { continue };
-                stop_process(handle, &mut child, Some(&link), ctx.settings().shutdown_timeout).await;
+                let status = stop_process(handle, &mut child, Some(&link), ctx.settings().shutdown_timeout).await;
+                let reason = match &status {
+                    Some(status) => format!("stopped by torud, as asked: {}", describe_exit(status)),
+                    None => "stopped by torud, as asked".to_owned(),
+                };
+                handle.set_exit(last_exit(status.as_ref(), &reason, ExitCause::Stopped));
                 return stopped(handle, step);
             }
         }
     }
+}
+
+/// A [`LastExit`] of now.
+fn last_exit(
+    status: Option<&std::process::ExitStatus>,
+    reason: &str,
+    cause: ExitCause,
+) -> LastExit {
+    use std::os::unix::process::ExitStatusExt;
+    LastExit {
+        at: chrono::Utc::now(),
+        reason: reason.to_owned(),
+        code: status.and_then(std::process::ExitStatus::code),
+        signal: status.and_then(|s| s.signal()).map(signal_name),
+        cause,
+    }
+}
+
+/// "killed by the kernel: out of memory (...)" when the process was SIGKILLed and its
+/// cgroup's OOM kills went up since `before`.
+fn out_of_memory(
+    status: &std::process::ExitStatus,
+    group: Option<&PluginGroup>,
+    before: Option<u64>,
+) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    let now = group?.oom_kills()?;
+    (status.signal() == Some(libc::SIGKILL) && now > before.unwrap_or(0)).then(|| {
+        "killed by the kernel: out of memory (its cgroup's memory.max, `[plugins.ID] memory_max`)"
+            .to_owned()
+    })
 }
 
 fn crashed(uptime: Duration, reason: String) -> Outcome {

@@ -30,13 +30,14 @@ export function replace(node, ...children) {
   return append(node, children);
 }
 
-/** The colour class of a plugin's dot: green running, amber starting, red
+/** The colour class of a plugin's dot: green running, amber starting or stopping, red
  * failed, invalid or crashing (backoff), grey disabled or stopped. */
 export function dotClass(plugin) {
   switch (plugin.state) {
     case "running":
       return plugin.health === "healthy" ? "ok" : "bad";
     case "starting":
+    case "stopping":
       return "warn";
     case "failed":
     case "invalid":

@@ -32,7 +32,11 @@ export async function pluginPage(main, id, refresh) {
         h("dt", {}, "Protocol"), h("dd", {}, String(p.protocol)),
         h("dt", {}, "Executable"), h("dd", { class: "mono" }, p.path),
         h("dt", {}, "Process"), h("dd", {}, p.pid ? `pid ${p.pid}, up ${duration(since(p.running_since))}` : "—"),
-        h("dt", {}, "Restarts"), h("dd", {}, String(p.restarts)),
+        h("dt", {}, "Restarts"), h("dd", {}, p.manual_restarts
+          ? `${p.restarts} after crashes (and ${p.manual_restarts} by request)`
+          : `${p.restarts} after crashes`),
+        h("dt", {}, "Last exit"), h("dd", { id: "last-exit" }, p.last_exit
+          ? `${p.last_exit.at}: ${p.last_exit.reason}` : "—"),
         h("dt", {}, "Memory"), h("dd", {}, bytes(p.memory_bytes)),
         h("dt", {}, "cgroup"), h("dd", { class: "mono" }, p.cgroup || "—")),
       h("div", { class: "buttons" },

@@ -49,6 +49,8 @@ fn view(id: &str) -> PluginView {
         restarts: 0,
         running_since: None,
         state_since: String::new(),
+        manual_restarts: 0,
+        last_exit: None,
         error: None,
         socket_path: format!("/run/toru/{id}.sock"),
         cgroup: Some(format!("/system.slice/toru.service/plugins/{id}")),
