@@ -1,18 +1,40 @@
 //! Binding the configured listeners (when not socket-activated).
 
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use crate::Error;
 use crate::config::ListenAddr;
 use crate::http::Listener;
 
-/// Mode of a Unix listener torud binds itself: owner and group may connect.
-const UNIX_SOCKET_MODE: u32 = 0o660;
+/// Mode of a Unix listener torud binds itself: the admin API without a token, so
+/// its owner's alone (as toru-admin.socket makes it under systemd).
+const UNIX_SOCKET_MODE: u32 = 0o600;
 
-/// Binds every address; must run inside the tokio runtime.
-pub fn bind(addrs: &[ListenAddr]) -> Result<Vec<Listener>, Error> {
-    addrs
+/// A socket file torud made; [`OwnedSocket::remove`] takes it away at exit, unless
+/// it has been replaced since.
+#[derive(Debug)]
+pub struct OwnedSocket {
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+impl OwnedSocket {
+    /// Removes the file if it is still the one torud bound.
+    pub fn remove(&self) {
+        let same = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.identity);
+        if same && let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the socket");
+        }
+    }
+}
+
+/// Binds every address; must run inside the tokio runtime. The socket files it
+/// made come back too, for removal at exit.
+pub fn bind(addrs: &[ListenAddr]) -> Result<(Vec<Listener>, Vec<OwnedSocket>), Error> {
+    let mut owned = Vec::new();
+    let listeners = addrs
         .iter()
         .map(|addr| {
             let err = |source| Error::Listen {
@@ -27,10 +49,19 @@ pub fn bind(addrs: &[ListenAddr]) -> Result<Vec<Listener>, Error> {
                         .map(Listener::Tcp)
                         .map_err(err)
                 }
-                ListenAddr::Unix(path) => bind_unix(path).map(Listener::Unix).map_err(err),
+                ListenAddr::Unix(path) => {
+                    let listener = bind_unix(path).map_err(err)?;
+                    let meta = std::fs::symlink_metadata(path).map_err(err)?;
+                    owned.push(OwnedSocket {
+                        path: path.clone(),
+                        identity: (meta.dev(), meta.ino()),
+                    });
+                    Ok(Listener::Unix(listener))
+                }
             }
         })
-        .collect()
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok((listeners, owned))
 }
 
 /// Binds `path`, replacing a socket file nobody listens on any more, but

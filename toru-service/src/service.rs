@@ -83,7 +83,8 @@ pub async fn run(
     info!(target: LIFE, found = found.len(), "plugins discovered");
     manager.load(found);
 
-    let names = listeners.iter().map(listen::describe).collect();
+    let names: Vec<String> = listeners.iter().map(listen::describe).collect();
+    info!(target: LIFE, "listening on {}", names.join(", "));
     let machine = machine::check(&store, &settings.machine_id_file).await;
     let daemon = Arc::new(Daemon::new(
         manager.clone(),

@@ -165,3 +165,52 @@ async fn a_reloaded_shutdown_timeout_governs_the_next_shutdown() {
     );
     in_flight.abort();
 }
+
+/// torud tidies up after itself: its first lines name every address it serves on;
+/// on exit it removes the socket files it bound (0600, its owner's alone) and the
+/// folders of its plugins under runtime_dir, as a reload does for a removed plugin;
+/// a fatal error is said once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torud_leaves_nothing_behind_and_says_a_fatal_error_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let mut torud = setup.start().await;
+    let socket = setup.runtime.join("toru.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let plugin_dirs = setup.runtime.join("plugins");
+    assert!(plugin_dirs.join("hello").is_dir());
+    assert!(plugin_dirs.join("hello-py").is_dir());
+
+    // A plugin removed by a reload takes its folder with it.
+    std::fs::remove_file(setup.plugins.join("hello-py.py")).unwrap();
+    let reloaded = torud.unix("POST", "/api/reload", "").await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.text());
+    assert!(!plugin_dirs.join("hello-py").exists());
+    assert!(plugin_dirs.join("hello").is_dir());
+
+    let (code, log) = torud.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let listening = format!(
+        "listening on 127.0.0.1:{}, unix:{}",
+        setup.port,
+        socket.display()
+    );
+    assert!(log.contains(&listening), "{listening} in {log}");
+    assert!(!socket.exists(), "the admin socket is left behind");
+    assert!(
+        !plugin_dirs.join("hello").exists(),
+        "a plugin folder is left behind"
+    );
+
+    // A fatal error (the port is taken): one line says it.
+    let taken = std::net::TcpListener::bind(("127.0.0.1", setup.port)).unwrap();
+    let (code, stderr) = setup.run_to_exit();
+    drop(taken);
+    assert_eq!(code, Some(1), "{stderr}");
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("cannot listen on"))
+        .collect();
+    assert_eq!(said.len(), 1, "{stderr}");
+}

@@ -57,9 +57,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The socket files torud makes itself (not systemd's), removed at exit.
+    let mut owned = Vec::new();
     let result = runtime.block_on(async {
         let listeners = if passed.is_empty() {
-            listen::bind(&settings.listen)?
+            let (listeners, sockets) = listen::bind(&settings.listen)?;
+            owned = sockets;
+            listeners
         } else {
             activation::into_listeners(passed)?
         };
@@ -73,12 +77,15 @@ fn main() -> ExitCode {
         let lifecycle = Arc::new(toru_service::systemd::notify::Systemd);
         toru_service::run(settings, listeners, commands, Some(reloader), lifecycle).await
     });
+    for socket in &owned {
+        socket.remove();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once: the logger writes to stderr, or to the journal that stderr is.
             let chain = toru_service::report::chain(&e);
             tracing::error!("{chain}");
-            eprintln!("torud: {chain}");
             notify::status(&format!("failed: {chain}"));
             ExitCode::from(e.exit_code())
         }

@@ -152,6 +152,11 @@ impl Manager {
             .is_err()
         {
             warn!("some plugins did not stop in time");
+            return;
+        }
+        // Gone: so are their folders under runtime_dir (made again if one starts anew).
+        for plugin in plugins {
+            super::process::remove_run_dir(plugin);
         }
     }
 

@@ -176,6 +176,19 @@ pub(crate) fn prepare_socket(handle: &PluginHandle) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Removes the plugin's own folder under `runtime_dir/plugins` (its socket, its
+/// working directory) once its process is gone.
+pub(crate) fn remove_run_dir(handle: &PluginHandle) {
+    let Some(dir) = handle.socket.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return;
+    };
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(plugin = %handle.id, error = %e, "cannot remove the plugin's folder"),
+    }
+}
+
 pub(crate) fn remove_socket(handle: &PluginHandle) {
     match std::fs::remove_file(&handle.socket) {
         Ok(()) => {}
