@@ -540,3 +540,96 @@ async fn send(link: &Link, message: Message, body: Bytes) {
         debug!(error = %e, "message to the plugin not sent");
     }
 }
+
+/// A plugin of this process served on a private socket and connected as the host
+/// connects to it, with an in-memory store: for a plugin's own tests.
+///
+/// ```no_run
+/// # use toru_plugin_api::{HttpRequest, HttpResponse, PluginMetadata, PluginResult, ToruPlugin};
+/// # struct Shout;
+/// # impl ToruPlugin for Shout {
+/// #     fn metadata() -> PluginMetadata { PluginMetadata::new("shout", "Shout", "0.1.0", "/shout") }
+/// #     async fn handle_http(&self, req: HttpRequest) -> PluginResult<HttpResponse> {
+/// #         Ok(HttpResponse::text(req.body_text()?.to_uppercase()))
+/// #     }
+/// # }
+/// # async fn test() -> toru_plugin_api::PluginResult<()> {
+/// let host = toru_plugin_api::host::TestHost::start(Shout).await?;
+/// let answer = host.post("/", "hi").await?;
+/// assert_eq!(answer.body, "HI");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TestHost {
+    connection: HostConnection,
+    kv: Arc<MemoryKv>,
+    server: JoinHandle<PluginResult<()>>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        self.server.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How long a [`TestHost`] waits for the plugin's answers.
+const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TestHost {
+    /// Serves `plugin` and connects to it with [`InitParams::default`] (the plugin id
+    /// from its metadata).
+    pub async fn start<P: crate::ToruPlugin>(plugin: P) -> PluginResult<Self> {
+        let init = InitParams {
+            plugin_id: P::metadata().id,
+            instance_id: "00000000-0000-4000-8000-000000000000".to_owned(),
+            ..InitParams::default()
+        };
+        Self::start_with(plugin, init).await
+    }
+
+    /// Serves `plugin` and connects to it with `init` (its config, its licence, ...).
+    pub async fn start_with<P: crate::ToruPlugin>(
+        plugin: P,
+        init: InitParams,
+    ) -> PluginResult<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("toru-test-host-{}-{n}", std::process::id()));
+        let socket = dir.join("plugin.sock");
+        let server = crate::PluginServer::bind(&socket, plugin)?;
+        let server = tokio::spawn(server.serve(std::future::pending()));
+        let kv = Arc::new(MemoryKv::default());
+        let stream = UnixStream::connect(&socket).await?;
+        let connection = HostConnection::connect(stream, init, kv.clone(), TEST_TIMEOUT).await?;
+        Ok(Self {
+            connection,
+            kv,
+            server,
+            dir,
+        })
+    }
+
+    /// Sends `request` as the host forwards one (its path below the plugin's route).
+    pub async fn request(&self, request: HttpRequest) -> PluginResult<HttpResponse> {
+        self.connection.http(request, TEST_TIMEOUT).await
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> PluginResult<HttpResponse> {
+        self.request(HttpRequest::new("GET", path)).await
+    }
+
+    /// `POST path` with `body`.
+    pub async fn post(&self, path: &str, body: impl Into<Bytes>) -> PluginResult<HttpResponse> {
+        let mut request = HttpRequest::new("POST", path);
+        request.body = body.into();
+        self.request(request).await
+    }
+
+    /// What the plugin has stored.
+    pub fn kv(&self) -> &MemoryKv {
+        &self.kv
+    }
+}

@@ -42,6 +42,27 @@ impl HttpRequest {
         self.path.split_once('?').map_or(&self.path, |(p, _)| p)
     }
 
+    /// The path without its query string, percent-decoded: `/notes/my%20note` is
+    /// `/notes/my note`. A 400 error when the decoded bytes are not UTF-8.
+    pub fn decoded_path(&self) -> PluginResult<String> {
+        percent_encoding::percent_decode_str(self.path_only())
+            .decode_utf8()
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|_| PluginError::http(400, "the request path is not valid UTF-8"))
+    }
+
+    /// What follows `prefix` in the path, percent-decoded: for `/notes/my%20note`,
+    /// `path_after("/notes/")` is `Some("my note")`; `None` when the path does not
+    /// start with `prefix` or does not decode to UTF-8. `prefix` is matched on the
+    /// path as sent, before decoding, so `%2F` in a name never splits it.
+    pub fn path_after(&self, prefix: &str) -> Option<String> {
+        let rest = self.path_only().strip_prefix(prefix)?;
+        percent_encoding::percent_decode_str(rest)
+            .decode_utf8()
+            .ok()
+            .map(std::borrow::Cow::into_owned)
+    }
+
     /// The raw query string, without `?`.
     pub fn query(&self) -> Option<&str> {
         self.path.split_once('?').map(|(_, q)| q)
@@ -112,12 +133,10 @@ impl HttpResponse {
         Self::bytes("text/plain; charset=utf-8", body.into())
     }
 
-    /// 200 with `body` as `content_type`.
-    pub fn bytes(content_type: &'static str, body: impl Into<Bytes>) -> Self {
-        let mut response = Self::new(200);
-        response
-            .headers
-            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    /// 200 with `body` as `content_type` (`"text/csv"`, or a `String` made at run
+    /// time); a content type that is not a valid header value is left out and logged.
+    pub fn bytes(content_type: impl AsRef<str>, body: impl Into<Bytes>) -> Self {
+        let mut response = Self::new(200).with_header(CONTENT_TYPE, content_type);
         response.body = body.into();
         response
     }
@@ -138,9 +157,18 @@ impl HttpResponse {
         self
     }
 
-    /// Adds a header; a value that is not valid in HTTP is left out and logged.
-    pub fn with_header(mut self, name: HeaderName, value: &str) -> Self {
-        match HeaderValue::from_str(value) {
+    /// Adds a header (a repeated name adds a value: `set-cookie`). The name is a
+    /// [`HeaderName`] or text (`"x-request-id"`, a `String`); a name or value that is
+    /// not valid in HTTP is left out and logged.
+    pub fn with_header<N>(mut self, name: N, value: impl AsRef<str>) -> Self
+    where
+        N: TryInto<HeaderName>,
+    {
+        let Ok(name) = name.try_into() else {
+            tracing::warn!("invalid header name left out");
+            return self;
+        };
+        match HeaderValue::from_str(value.as_ref()) {
             Ok(value) => {
                 self.headers.append(name, value);
             }
@@ -180,6 +208,46 @@ impl PluginConfig {
     /// The raw settings.
     pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
         &self.values
+    }
+}
+
+/// Where a plugin keeps the context `init` gave it, for its handlers:
+///
+/// ```
+/// use toru_plugin_api::{ContextCell, HttpRequest, HttpResponse, PluginContext, PluginResult};
+///
+/// #[derive(Default)]
+/// struct Notes {
+///     ctx: ContextCell,
+/// }
+///
+/// impl Notes {
+///     async fn init(&mut self, ctx: PluginContext) -> PluginResult<()> {
+///         self.ctx.set(ctx)
+///     }
+///
+///     async fn handle_http(&self, _req: HttpRequest) -> PluginResult<HttpResponse> {
+///         let ctx = self.ctx.get()?; // a 500 "not initialized" before init, never a panic
+///         Ok(HttpResponse::text(ctx.instance_id.clone()))
+///     }
+/// }
+/// ```
+#[derive(Debug, Default)]
+pub struct ContextCell(std::sync::OnceLock<PluginContext>);
+
+impl ContextCell {
+    /// Keeps `ctx`; an error if a context is kept already (`init` runs once).
+    pub fn set(&self, ctx: PluginContext) -> PluginResult<()> {
+        self.0
+            .set(ctx)
+            .map_err(|_| PluginError::other("the plugin context was set twice"))
+    }
+
+    /// The context; an error (500 to the client) before `init` has run.
+    pub fn get(&self) -> PluginResult<&PluginContext> {
+        self.0
+            .get()
+            .ok_or_else(|| PluginError::other("not initialized"))
     }
 }
 
