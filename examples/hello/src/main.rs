@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use toru_plugin_api::{
-    HttpRequest, HttpResponse, PluginContext, PluginError, PluginMetadata, PluginResult,
-    ToruPlugin, tracing,
+    ContextCell, HttpRequest, HttpResponse, PluginContext, PluginError, PluginMetadata,
+    PluginResult, ToruPlugin, tracing,
 };
 
 /// The front end the Toru console mounts in hello's view.
@@ -23,15 +23,7 @@ const BUNDLE: &str = include_str!("bundle.js");
 
 #[derive(Default)]
 struct Hello {
-    ctx: Option<PluginContext>,
-}
-
-impl Hello {
-    fn ctx(&self) -> PluginResult<&PluginContext> {
-        self.ctx
-            .as_ref()
-            .ok_or_else(|| PluginError::other("not initialized"))
-    }
+    ctx: ContextCell,
 }
 
 impl ToruPlugin for Hello {
@@ -43,12 +35,11 @@ impl ToruPlugin for Hello {
 
     async fn init(&mut self, ctx: PluginContext) -> PluginResult<()> {
         tracing::info!(instance_id = %ctx.instance_id, "hello initialized");
-        self.ctx = Some(ctx);
-        Ok(())
+        self.ctx.set(ctx)
     }
 
     async fn handle_http(&self, req: HttpRequest) -> PluginResult<HttpResponse> {
-        let ctx = self.ctx()?;
+        let ctx = self.ctx.get()?;
         let path = req.path_only();
         match (req.method.as_str(), path) {
             ("GET", "/") => Ok(HttpResponse::json(&serde_json::json!({
@@ -116,4 +107,26 @@ impl ToruPlugin for Hello {
 
 fn main() -> ExitCode {
     toru_plugin_api::run(Hello::default())
+}
+
+/// The SDK README's way: a plugin in `main.rs` tested in `main.rs`, in-process.
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use toru_plugin_api::host::TestHost;
+
+    #[tokio::test]
+    async fn greets_and_keeps_values() {
+        let host = TestHost::start(super::Hello::default()).await.unwrap();
+        let greeting = host.get("/").await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&greeting.body).unwrap();
+        assert_eq!(json["plugin"], "hello");
+        let mut put = toru_plugin_api::HttpRequest::new("PUT", "/kv/colour");
+        put.body = "blue".into();
+        assert_eq!(host.request(put).await.unwrap().status, 204);
+        assert_eq!(host.kv().snapshot()["colour"], "blue");
+        assert_eq!(host.get("/kv/colour").await.unwrap().body, "blue");
+        assert_eq!(host.get("/nosuch").await.unwrap().status, 404);
+    }
 }

@@ -15,7 +15,7 @@
 use std::process::ExitCode;
 
 use toru_plugin_api::{
-    HttpRequest, HttpResponse, PluginContext, PluginError, PluginMetadata, PluginResult, ToruPlugin,
+    ContextCell, HttpRequest, HttpResponse, PluginContext, PluginMetadata, PluginResult, ToruPlugin,
 };
 
 /// The vendor's public key, as `toru-license keygen` printed it.
@@ -23,7 +23,7 @@ const VENDOR_KEY: &str = "ed25519:fAuNr_SOZT8gS9aM2uaVvzLXSFmKipBP2fb3lR8Czsc";
 
 #[derive(Default)]
 struct Licensed {
-    ctx: Option<PluginContext>,
+    ctx: ContextCell,
 }
 
 impl ToruPlugin for Licensed {
@@ -42,15 +42,11 @@ impl ToruPlugin for Licensed {
     }
 
     async fn init(&mut self, ctx: PluginContext) -> PluginResult<()> {
-        self.ctx = Some(ctx);
-        Ok(())
+        self.ctx.set(ctx)
     }
 
     async fn handle_http(&self, req: HttpRequest) -> PluginResult<HttpResponse> {
-        let ctx = self
-            .ctx
-            .as_ref()
-            .ok_or_else(|| PluginError::other("not initialized"))?;
+        let ctx = self.ctx.get()?;
         match (req.method.as_str(), req.path_only()) {
             ("GET", "/") => {
                 // Always there: `run()` refused to serve otherwise.
