@@ -317,6 +317,11 @@ until_in 10 '[ "$(systemctl show -P StatusText toru.service)" = "serving 2/2 plu
     die "StatusText after reload is '$(prop toru.service StatusText)'"
 status=$(prop toru.service StatusText)
 ok "systemctl reload: hello (protocol 2) and hello-py (protocol 1) served; StatusText=$status"
+reloaded=$(ct toructl reload) || die "toructl reload"
+grep -q '^reloaded: no plugin changed' <<<"$reloaded" && grep -q '^serving 2/2 plugins' <<<"$reloaded" ||
+    die "toructl reload said: $reloaded"
+[ "$(prop toru.service MainPID)" = "$pid_before" ] || die "toructl reload restarted torud"
+ok "toructl reload over the admin socket: nothing changed, serving 2/2, same torud"
 
 [ "$(ct sh /root/console.sh)" = ok ] || die "the console through toru.socket: $(ct sh /root/console.sh 2>&1)"
 ok "console through toru.socket: / redirects, /ui/ with its CSP, login (401 for a wrong token), cookie, cross-site POST 403, hello's bundle"
@@ -328,7 +333,10 @@ until_in 10 'journalctl -u toru TORU_PLUGIN=hello -o cat | grep -q e2e-journal-m
 [ "$(ct journalctl -u toru TORU_PLUGIN=hello -o json -n 1 --grep e2e-journal-marker |
     ct python3 -c 'import json,sys; print(json.load(sys.stdin)["PRIORITY"])')" = 4 ] ||
     die "the plugin's warning is not at priority 4"
-ok "journalctl -u toru TORU_PLUGIN=hello shows the plugin's line (priority 4 for warn)"
+instance=$(ct toructl instance-id)
+until_in 10 "journalctl -u toru TORU_PLUGIN=hello TORU_FIELD_INSTANCE_ID=$instance -o cat | grep -q 'hello initialized'" ||
+    die "the plugin's own field is not a journal field (TORU_FIELD_INSTANCE_ID)"
+ok "journalctl -u toru TORU_PLUGIN=hello shows the plugin's line (priority 4 for warn), its fields as TORU_FIELD_*"
 
 cgls=$(ct systemd-cgls --no-pager -u toru.service)
 grep -q 'supervisor' <<<"$cgls" && grep -q 'plugins' <<<"$cgls" && grep -q 'hello' <<<"$cgls" ||

@@ -31,11 +31,12 @@ async fn unknown_plugins_and_refused_operations_exit_1() {
         &["kv", "list", "nosuch"],
         &["events", "nosuch"],
         &["plugins", "show", "../etc"],
-        &["--json", "plugins", "show", "nosuch"],
     ] {
         let run = ctl(&torud, args).fails(1, "no plugin \"");
         assert!(run.stdout.is_empty(), "{run:#?}");
     }
+    let run = ctl(&torud, &["--json", "plugins", "show", "nosuch"]).fails_json(1, "no plugin \"");
+    assert!(run.stdout.is_empty(), "{run:#?}");
     ctl_tcp(&torud, &["plugins", "show", "nosuch"]).fails(1, "no plugin \"nosuch\"");
     ctl(&torud, &["kv", "get", "hello", ""]).fails(1, "key is empty");
 
@@ -207,7 +208,7 @@ async fn the_socket_mode_decides_who_may_connect() {
         as_nobody(bin.path(), &["--socket", socket, "status"]).fails(77, "permission denied on");
     assert!(run.stderr.contains(socket), "{run:#?}");
     as_nobody(bin.path(), &["--socket", socket, "--json", "plugins"])
-        .fails(77, "run toructl as root");
+        .fails_json(77, "run toructl as root");
 
     open(&torud.unix, 0o666);
     let run = as_nobody(bin.path(), &["--socket", socket, "instance-id"]).ok();

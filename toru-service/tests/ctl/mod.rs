@@ -38,6 +38,20 @@ impl Run {
         self
     }
 
+    /// As [`Run::fails`] for a `--json` run: stderr is one JSON object, its `error`
+    /// containing `text`, its `exit_code` the status.
+    pub fn fails_json(self, code: i32, text: &str) -> Self {
+        assert_eq!(self.code, code, "{self:#?}");
+        let error: serde_json::Value = serde_json::from_str(self.stderr.trim())
+            .unwrap_or_else(|e| panic!("stderr is not one JSON object ({e}): {self:#?}"));
+        assert!(
+            error["error"].as_str().is_some_and(|e| e.contains(text)),
+            "expected {text:?}: {self:#?}"
+        );
+        assert_eq!(error["exit_code"], code, "{self:#?}");
+        self
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
