@@ -45,6 +45,9 @@ pub(crate) struct PluginView {
     pub(crate) manual_restarts: u32,
     /// How the last run of its process ended, if one did since torud started.
     pub(crate) last_exit: Option<LastExitView>,
+    /// Runs the kernel's OOM killer ended (its cgroup's `memory.events` `oom_kill`) since
+    /// torud started.
+    pub(crate) oom_kills: u32,
     /// When the process in this run began serving (RFC 3339), while it runs.
     pub(crate) running_since: Option<String>,
     /// When it entered its `state` (RFC 3339, µs): a client waiting for a restart

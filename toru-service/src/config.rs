@@ -241,9 +241,19 @@ pub fn dev(base: &Path, file: Option<&Path>) -> Result<Settings, ConfigError> {
 
 impl Settings {
     /// What is usable but probably not meant: a configured plugin folder
-    /// that does not exist (the default ones may be absent).
+    /// that does not exist (the default ones may be absent), a CPU share over
+    /// what the machine has.
     pub fn warnings(&self) -> Vec<String> {
-        self.plugin_dirs
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let too_much_cpu = self.plugins.iter().filter_map(|(id, plugin)| match plugin.limits.cpu_max {
+            Some(Max::Value(quota)) if quota > CPU_PERIOD_USEC * cpus as u64 => Some(format!(
+                "`plugins.{id}.cpu_max` = \"{}%\" is more than this machine's {cpus} CPU(s): it limits nothing",
+                quota / 1000
+            )),
+            _ => None,
+        });
+        let dirs = self
+            .plugin_dirs
             .iter()
             .filter(|dir| {
                 !DEFAULT_PLUGIN_DIRS
@@ -260,8 +270,8 @@ impl Settings {
                     "`plugin_dirs`: {} cannot be read ({e}); no plugin is looked for there",
                     dir.display()
                 )),
-            })
-            .collect()
+            });
+        dirs.chain(too_much_cpu).collect()
     }
 
     /// Anchors every relative path at `base` (plugins get absolute socket

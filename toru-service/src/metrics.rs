@@ -36,6 +36,7 @@ pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<PluginLabels, Histogram>,
     restarts: Family<PluginLabels, Gauge>,
+    oom_kills: Family<PluginLabels, Gauge>,
     state: Family<StateLabels, Gauge>,
     memory: Family<PluginLabels, Gauge>,
     license_expiry: Family<PluginLabels, Gauge>,
@@ -68,6 +69,7 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let restarts = Family::<PluginLabels, Gauge>::default();
+        let oom_kills = Family::<PluginLabels, Gauge>::default();
         let state = Family::<StateLabels, Gauge>::default();
         let memory = Family::<PluginLabels, Gauge>::default();
         let license_expiry = Family::<PluginLabels, Gauge>::default();
@@ -89,6 +91,11 @@ impl Metrics {
             "plugin_restarts",
             "Restarts of each plugin since torud started",
             restarts.clone(),
+        );
+        registry.register(
+            "plugin_oom_kills",
+            "Runs of each plugin the kernel's OOM killer ended (its memory limit) since torud started",
+            oom_kills.clone(),
         );
         registry.register(
             "plugin_state",
@@ -130,6 +137,7 @@ impl Metrics {
             requests,
             latency,
             restarts,
+            oom_kills,
             state,
             memory,
             license_expiry,
@@ -169,6 +177,9 @@ impl Metrics {
             self.restarts
                 .get_or_create(&labels)
                 .set(i64::from(plugin.restarts));
+            self.oom_kills
+                .get_or_create(&labels)
+                .set(i64::from(plugin.oom_kills));
             self.state
                 .get_or_create(&StateLabels {
                     plugin: plugin.id.clone(),
@@ -237,6 +248,7 @@ mod tests {
             pid: Some(1),
             restarts: 0,
             manual_restarts: 0,
+            oom_kills: 0,
             last_exit: None,
             running_since: None,
             state_since: String::new(),

@@ -32,6 +32,8 @@ pub struct Reloaded {
     pub replaced: Vec<String>,
     /// Plugins whose file is gone, stopped.
     pub removed: Vec<String>,
+    /// Limits put in force on running plugins: `spin: cpu_max 20% -> 50%`.
+    pub limits_changed: Vec<String>,
     /// Changed keys that only a restart of torud puts in force.
     pub restart_needed: Vec<String>,
     /// What is usable but probably not meant (a missing plugin folder).

@@ -247,8 +247,14 @@ async fn reload(live: &LiveSettings, manager: &Manager, new: Settings) -> Reload
     .await;
     let changes = manager.reload(found).await;
     manager.settled().await;
-    info!(target: LIFE, %changes, "reload applied");
+    let limits_changed = manager.apply_limits().await;
+    let limits = match limits_changed.as_slice() {
+        [] => "no limit changed".to_owned(),
+        changed => format!("limits changed: {}", changed.join("; ")),
+    };
+    info!(target: LIFE, "reload applied: {changes}; {limits}");
     Reloaded {
+        limits_changed,
         added: changes.added,
         replaced: changes.replaced,
         removed: changes.removed,

@@ -6,6 +6,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::config::ResourceLimits;
+
 #[cfg(test)]
 use tokio::process::Child;
 use tokio::process::Command;
@@ -28,11 +30,32 @@ pub(crate) struct Usage {
 pub(crate) struct PluginGroup {
     dir: PathBuf,
     name: String,
+    /// The limits written into it.
+    limits: std::sync::Mutex<ResourceLimits>,
 }
 
 impl PluginGroup {
-    pub(super) fn new(dir: PathBuf, name: String) -> Self {
-        Self { dir, name }
+    pub(super) fn new(dir: PathBuf, name: String, limits: ResourceLimits) -> Self {
+        Self {
+            dir,
+            name,
+            limits: std::sync::Mutex::new(limits),
+        }
+    }
+
+    /// The limits in force.
+    pub(crate) fn limits(&self) -> ResourceLimits {
+        *self
+            .limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn set_limits(&self, limits: ResourceLimits) {
+        *self
+            .limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = limits;
     }
 
     /// As the kernel names it in `/proc/PID/cgroup`.

@@ -245,12 +245,11 @@ impl Cgroups {
         let group = PluginGroup::new(
             dir,
             format!("{}/plugins/{id}", self.name.trim_end_matches('/')),
+            *limits,
         );
-        let written = limit_files(limits)
-            .into_iter()
-            .filter(|(controller, _, _)| self.enabled.contains(controller))
-            .try_for_each(|(_, file, value)| group::write(group.dir(), file, &value));
-        if let Err(e) = written {
+        // A new group's limits are `max`: only those set need writing.
+        let set: Vec<LimitFile> = limit_files(limits).into_iter().filter(|l| l.set).collect();
+        if let Err(e) = self.write_limits(&group, id, &set) {
             let _ = group.remove();
             return Err(e);
         }
@@ -271,6 +270,7 @@ impl Cgroups {
 fn needed(limits: &ResourceLimits) -> Vec<(&'static str, &'static str)> {
     [
         ("memory", "memory_max", limits.memory_max),
+        ("memory", "memory_swap_max", limits.memory_swap_max),
         ("pids", "pids_max", limits.pids_max),
         ("cpu", "cpu_max", limits.cpu_max),
     ]
@@ -280,23 +280,118 @@ fn needed(limits: &ResourceLimits) -> Vec<(&'static str, &'static str)> {
     .collect()
 }
 
-/// (controller, file, value) for each limit set.
-fn limit_files(limits: &ResourceLimits) -> Vec<(&'static str, &'static str, String)> {
+/// One limit as the kernel takes it: its controller, the key that sets it, the file, the
+/// value written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LimitFile {
+    controller: &'static str,
+    key: &'static str,
+    file: &'static str,
+    value: String,
+    /// Whether the configuration sets it (else `value` is `max`, a new group's).
+    set: bool,
+}
+
+/// A [`LimitFile`] for each limit set. A limit left unset is `max` (what a new group
+/// has), so that writing them all over a group's limits also lifts those removed.
+fn limit_files(limits: &ResourceLimits) -> Vec<LimitFile> {
     let text = |max: Max| match max {
         Max::Unlimited => "max".to_owned(),
         Max::Value(n) => n.to_string(),
     };
-    let mut files = Vec::new();
-    if let Some(max) = limits.memory_max {
-        files.push(("memory", "memory.max", text(max)));
+    let file = |controller, key, file, value: Option<String>| LimitFile {
+        controller,
+        key,
+        file,
+        set: value.is_some(),
+        value: value.unwrap_or_else(|| "max".to_owned()),
+    };
+    vec![
+        file(
+            "memory",
+            "memory_max",
+            "memory.max",
+            limits.memory_max.map(text),
+        ),
+        file(
+            "memory",
+            "memory_swap_max",
+            "memory.swap.max",
+            limits.swap_max().map(text),
+        ),
+        file("pids", "pids_max", "pids.max", limits.pids_max.map(text)),
+        file(
+            "cpu",
+            "cpu_max",
+            "cpu.max",
+            limits
+                .cpu_max
+                .map(|max| format!("{} {CPU_PERIOD_USEC}", text(max))),
+        ),
+    ]
+}
+
+impl Cgroups {
+    /// Writes `files` into `group` where the controller is enabled. A refusal names the
+    /// plugin's key; `memory.swap.max` is skipped where the kernel keeps no swap
+    /// accounting.
+    fn write_limits(&self, group: &PluginGroup, id: &str, files: &[LimitFile]) -> io::Result<()> {
+        for limit in files
+            .iter()
+            .filter(|l| self.enabled.contains(&l.controller))
+        {
+            if limit.file == "memory.swap.max" && !group.dir().join(limit.file).exists() {
+                continue;
+            }
+            if let Err(e) = std::fs::write(group.dir().join(limit.file), &limit.value) {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the kernel refused `[plugins.{id}] {}` ({} = {}): {e}",
+                        limit.key, limit.file, limit.value
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
-    if let Some(max) = limits.pids_max {
-        files.push(("pids", "pids.max", text(max)));
+
+    /// Puts `limits` in force on a running plugin's group (cgroup limits can be
+    /// rewritten live) and says what changed (`cpu_max 20% -> 50%`); nothing when they
+    /// are the ones in force.
+    pub(crate) fn update(
+        &self,
+        group: &PluginGroup,
+        id: &str,
+        limits: &ResourceLimits,
+    ) -> io::Result<Vec<String>> {
+        let old = group.limits();
+        let changes = limits.changes_from(&old);
+        if changes.is_empty() {
+            return Ok(changes);
+        }
+        let (before, after) = (limit_files(&old), limit_files(limits));
+        let changed: Vec<LimitFile> = after
+            .into_iter()
+            .filter(|file| {
+                !before
+                    .iter()
+                    .any(|b| b.file == file.file && b.value == file.value)
+            })
+            .collect();
+        self.write_limits(group, id, &changed)?;
+        group.set_limits(*limits);
+        let mut single = BTreeMap::new();
+        single.insert(
+            id.to_owned(),
+            PluginSettings {
+                limits: *limits,
+                ..PluginSettings::default()
+            },
+        );
+        self.warn_unenforced(&single);
+        Ok(changes)
     }
-    if let Some(max) = limits.cpu_max {
-        files.push(("cpu", "cpu.max", format!("{} {CPU_PERIOD_USEC}", text(max))));
-    }
-    files
 }
 
 /// Enables `controllers` for the children of `dir`; returns those enabled.

@@ -27,6 +27,7 @@ fn read(path: impl AsRef<Path>) -> String {
 fn limits() -> ResourceLimits {
     ResourceLimits {
         memory_max: Some(Max::Value(256 << 20)),
+        memory_swap_max: None,
         pids_max: Some(Max::Value(64)),
         cpu_max: Some(Max::Value(50_000)),
     }
@@ -96,6 +97,7 @@ fn limits_are_written_where_the_controllers_exist() {
 
     let unlimited = ResourceLimits {
         memory_max: Some(Max::Unlimited),
+        memory_swap_max: None,
         pids_max: None,
         cpu_max: Some(Max::Unlimited),
     };
@@ -153,7 +155,7 @@ fn events_stats_and_procs_are_parsed() {
     assert!(group::populated(dir).unwrap());
     assert!(!group::populated(&dir.join("gone")).unwrap());
 
-    let plugin = PluginGroup::new(dir.to_owned(), "/x".into());
+    let plugin = PluginGroup::new(dir.to_owned(), "/x".into(), ResourceLimits::default());
     assert_eq!(
         plugin.usage(),
         Usage {
@@ -191,7 +193,11 @@ fn a_group_that_does_not_empty_is_reported_after_the_timeout() {
 #[tokio::test]
 async fn the_child_places_itself_before_exec() {
     let tmp = tempfile::tempdir().unwrap();
-    let group = PluginGroup::new(tmp.path().to_owned(), "/x".into());
+    let group = PluginGroup::new(
+        tmp.path().to_owned(),
+        "/x".into(),
+        ResourceLimits::default(),
+    );
     std::fs::write(tmp.path().join("cgroup.procs"), "").unwrap();
     let status = group
         .spawn(tokio::process::Command::new("true"))
@@ -231,7 +237,11 @@ async fn on_the_real_cgroupfs_a_group_is_joined_before_exec_and_killed_whole() {
     let name = format!("toru-unit-{}", std::process::id());
     let real = RealGroup(mount.join(&name));
     std::fs::create_dir(&real.0).unwrap();
-    let group = PluginGroup::new(real.0.clone(), format!("/{name}"));
+    let group = PluginGroup::new(
+        real.0.clone(),
+        format!("/{name}"),
+        ResourceLimits::default(),
+    );
     let tmp = tempfile::tempdir().unwrap();
     let pids = tmp.path().join("pids");
     let mut command = tokio::process::Command::new("sh");
@@ -269,4 +279,57 @@ async fn on_the_real_cgroupfs_a_group_is_joined_before_exec_and_killed_whole() {
             "helper {helper} survived: {stat}"
         );
     }
+}
+
+#[test]
+fn limits_are_rewritten_live_and_the_changes_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    fake(tmp.path(), "cpu memory pids");
+    let mut cgroups = Cgroups::at(tmp.path());
+    cgroups.take_over().unwrap();
+    let group = cgroups.create("spin", &limits()).unwrap();
+    let dir = tmp.path().join("plugins/spin");
+    // Where swap is accounted (the file exists), memory_max bounds it: 0 unless set.
+    std::fs::write(dir.join("memory.swap.max"), "max").unwrap();
+    assert!(
+        cgroups
+            .update(&group, "spin", &limits())
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut faster = limits();
+    faster.cpu_max = Some(Max::Value(20_000));
+    faster.pids_max = None;
+    let changes = cgroups.update(&group, "spin", &faster).unwrap();
+    assert_eq!(changes, ["pids_max 64 -> unset", "cpu_max 50% -> 20%"]);
+    assert_eq!(read(dir.join("cpu.max")), "20000 100000");
+    assert_eq!(read(dir.join("pids.max")), "max");
+    assert_eq!(group.limits(), faster);
+
+    let mut swap = faster;
+    swap.memory_swap_max = Some(Max::Value(64 << 20));
+    let changes = cgroups.update(&group, "spin", &swap).unwrap();
+    assert_eq!(changes, ["memory_swap_max 0 -> 64M"]);
+    assert_eq!(read(dir.join("memory.swap.max")), "67108864");
+}
+
+#[test]
+fn a_limit_the_kernel_refuses_names_the_plugin_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    fake(tmp.path(), "cpu memory pids");
+    let mut cgroups = Cgroups::at(tmp.path());
+    cgroups.take_over().unwrap();
+    let group = cgroups.create("spin", &limits()).unwrap();
+    // A file the kernel would refuse: here, one that cannot be written.
+    let cpu = tmp.path().join("plugins/spin/cpu.max");
+    std::fs::remove_file(&cpu).unwrap();
+    std::fs::create_dir(&cpu).unwrap();
+    let mut changed = limits();
+    changed.cpu_max = Some(Max::Value(999_000));
+    let error = cgroups.update(&group, "spin", &changed).unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("`[plugins.spin] cpu_max`"), "{text}");
+    assert!(text.contains("cpu.max = 999000 100000"), "{text}");
+    assert_eq!(group.limits(), limits(), "the old limits stay in force");
 }

@@ -325,6 +325,9 @@ impl Session<'_> {
                 }
             }
         }
+        for change in names("limits_changed") {
+            self.out.line(&format!("  limits    {change}"))?;
+        }
         for key in names("restart_needed") {
             self.out.line(&format!(
                 "  `{key}` changed: it takes effect when torud restarts"

@@ -1,5 +1,6 @@
-//! Per-plugin resource limits (`[plugins.<id>]` `memory_max`, `pids_max`,
-//! `cpu_max`), enforced through the plugin's cgroup where the controller exists.
+//! Per-plugin resource limits (`[plugins.<id>]` `memory_max`, `memory_swap_max`,
+//! `pids_max`, `cpu_max`), enforced through the plugin's cgroup where the controller
+//! exists.
 
 /// One cgroup limit: a number, or `max` (no limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub const CPU_PERIOD_USEC: u64 = 100_000;
 pub struct ResourceLimits {
     /// `memory.max`, in bytes.
     pub memory_max: Option<Max>,
+    /// `memory.swap.max`, in bytes; unset with `memory_max` set, 0: a plugin at its
+    /// memory limit is stopped there, not swapped out.
+    pub memory_swap_max: Option<Max>,
     /// `pids.max`: processes and threads.
     pub pids_max: Option<Max>,
     /// `cpu.max` quota in µs per [`CPU_PERIOD_USEC`] (`"50%"` = 50000).
@@ -27,15 +31,16 @@ pub struct ResourceLimits {
 impl ResourceLimits {
     /// Whether any limit is set.
     pub fn any(&self) -> bool {
-        self.memory_max.is_some() || self.pids_max.is_some() || self.cpu_max.is_some()
+        self.memory_max.is_some()
+            || self.memory_swap_max.is_some()
+            || self.pids_max.is_some()
+            || self.cpu_max.is_some()
     }
 
     /// Reads the three keys of `[plugins.<id>]`; problems name `prefix.key`.
     pub(super) fn parse(
         prefix: &str,
-        memory_max: Option<toml::Value>,
-        pids_max: Option<toml::Value>,
-        cpu_max: Option<toml::Value>,
+        raw: &super::raw::RawPlugin,
         problems: &mut super::raw::Problems<'_>,
     ) -> Self {
         let mut check = |key: &str,
@@ -51,10 +56,86 @@ impl ResourceLimits {
             })
         };
         Self {
-            memory_max: check("memory_max", memory_max, memory),
-            pids_max: check("pids_max", pids_max, pids),
-            cpu_max: check("cpu_max", cpu_max, cpu),
+            memory_max: check("memory_max", raw.memory_max.clone(), memory_limit),
+            memory_swap_max: check("memory_swap_max", raw.memory_swap_max.clone(), swap),
+            pids_max: check("pids_max", raw.pids_max.clone(), pids),
+            cpu_max: check("cpu_max", raw.cpu_max.clone(), cpu),
         }
+    }
+
+    /// The `memory.swap.max` to write: as set, else 0 when `memory_max` is a number.
+    pub fn swap_max(&self) -> Option<Max> {
+        match (self.memory_swap_max, self.memory_max) {
+            (Some(swap), _) => Some(swap),
+            (None, Some(Max::Value(_))) => Some(Max::Value(0)),
+            (None, _) => None,
+        }
+    }
+
+    /// What changed from `old` to `self`, as `cpu_max 20% -> 50%`, one per key.
+    pub fn changes_from(&self, old: &Self) -> Vec<String> {
+        let show_bytes = |max: Option<Max>| match max {
+            None => "unset".to_owned(),
+            Some(Max::Unlimited) => "max".to_owned(),
+            Some(Max::Value(n)) if n != 0 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
+            Some(Max::Value(n)) => n.to_string(),
+        };
+        let show_cpu = |max: Option<Max>| match max {
+            None => "unset".to_owned(),
+            Some(Max::Unlimited) => "max".to_owned(),
+            Some(Max::Value(n)) => format!("{}%", n as f64 / 1000.0),
+        };
+        let show_pids = |max: Option<Max>| match max {
+            None => "unset".to_owned(),
+            Some(Max::Unlimited) => "max".to_owned(),
+            Some(Max::Value(n)) => n.to_string(),
+        };
+        let mut changes = Vec::new();
+        let mut note = |key: &str, old: String, new: String| {
+            if old != new {
+                changes.push(format!("{key} {old} -> {new}"));
+            }
+        };
+        note(
+            "memory_max",
+            show_bytes(old.memory_max),
+            show_bytes(self.memory_max),
+        );
+        note(
+            "memory_swap_max",
+            show_bytes(old.swap_max()),
+            show_bytes(self.swap_max()),
+        );
+        note(
+            "pids_max",
+            show_pids(old.pids_max),
+            show_pids(self.pids_max),
+        );
+        note("cpu_max", show_cpu(old.cpu_max), show_cpu(self.cpu_max));
+        changes
+    }
+}
+
+/// The least `memory_max`: below it no program starts, and the plugin would be
+/// killed at every start.
+const MIN_MEMORY: u64 = 1 << 20;
+
+/// `memory_max`: as [`memory`], and at least [`MIN_MEMORY`].
+fn memory_limit(value: &toml::Value) -> Result<Max, String> {
+    match memory(value)? {
+        Max::Value(n) if n < MIN_MEMORY => Err(format!(
+            "{n} bytes is less than any program needs: at least \"1M\""
+        )),
+        max => Ok(max),
+    }
+}
+
+/// `memory_swap_max`: as `memory_max`, but 0 (no swap at all) is a value.
+fn swap(value: &toml::Value) -> Result<Max, String> {
+    match value {
+        toml::Value::Integer(0) => Ok(Max::Value(0)),
+        toml::Value::String(s) if s.trim() == "0" => Ok(Max::Value(0)),
+        other => memory(other),
     }
 }
 

@@ -101,6 +101,7 @@ pub(super) struct RawPlugin {
     #[serde(default)]
     pub(super) config: Lenient<toml::Table>,
     pub(super) memory_max: Option<toml::Value>,
+    pub(super) memory_swap_max: Option<toml::Value>,
     pub(super) pids_max: Option<toml::Value>,
     pub(super) cpu_max: Option<toml::Value>,
 }

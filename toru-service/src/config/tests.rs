@@ -274,6 +274,7 @@ fn plugin_limits_are_read_and_bad_ones_listed_with_their_key() {
         s.plugins["hello"].limits,
         ResourceLimits {
             memory_max: Some(Max::Value(256 << 20)),
+            memory_swap_max: None,
             pids_max: Some(Max::Value(64)),
             cpu_max: Some(Max::Value(50_000)),
         }
@@ -419,4 +420,34 @@ fn the_documentation_and_the_man_page_name_every_key() {
         };
         assert!(page.contains(&entry), "toru.toml(5) lacks {key} ({entry})");
     }
+}
+
+#[test]
+fn limits_no_kernel_would_make_sense_of_are_said() {
+    // Too little memory for any program: an error naming the key.
+    let error = parse("[plugins.hog]\nmemory_max = \"1\"\n", &no_env()).unwrap_err();
+    assert!(
+        error.problems[0].contains("`plugins.hog.memory_max`") && error.problems[0].contains("1M"),
+        "{error:?}"
+    );
+    // No swap is a value; a swap limit is read as memory is.
+    let s = parse(
+        "[plugins.hog]\nmemory_max = \"32M\"\n[plugins.other]\nmemory_max = \"32M\"\nmemory_swap_max = \"64M\"\n",
+        &no_env(),
+    )
+    .unwrap();
+    assert_eq!(s.plugins["hog"].limits.swap_max(), Some(Max::Value(0)));
+    assert_eq!(
+        s.plugins["other"].limits.swap_max(),
+        Some(Max::Value(64 << 20))
+    );
+    // More CPU than the machine has: usable, and a warning naming plugin and key.
+    let s = parse("[plugins.spin]\ncpu_max = \"100000%\"\n", &no_env()).unwrap();
+    let warnings = s.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("`plugins.spin.cpu_max`") && w.contains("limits nothing")),
+        "{warnings:?}"
+    );
 }

@@ -271,7 +271,7 @@ pub(super) fn validate(
     }
 
     let mut plugins = BTreeMap::new();
-    for (id, plugin) in raw.plugins {
+    for (id, mut plugin) in raw.plugins {
         let key = format!("plugins.{id}");
         if let Err(e) = toru_plugin_api::protocol::metadata::validate_id(&id) {
             problems.at(&key, format!("`{key}`: {e}"));
@@ -279,7 +279,7 @@ pub(super) fn validate(
         }
         let config_key = format!("{key}.config");
         let table = problems
-            .take(&config_key, plugin.config)
+            .take(&config_key, std::mem::take(&mut plugin.config))
             .unwrap_or_default();
         let config = match serde_json::to_value(&table) {
             Ok(serde_json::Value::Object(map)) => map,
@@ -291,13 +291,7 @@ pub(super) fn validate(
                 continue;
             }
         };
-        let limits = ResourceLimits::parse(
-            &key,
-            plugin.memory_max,
-            plugin.pids_max,
-            plugin.cpu_max,
-            problems,
-        );
+        let limits = ResourceLimits::parse(&key, &plugin, problems);
         plugins.insert(id, PluginSettings { config, limits });
     }
 

@@ -44,7 +44,8 @@ pub(super) fn plugin(handle: &PluginHandle, instance_id: &str) -> PluginView {
         pid: now.pid,
         restarts: now.restarts,
         manual_restarts: now.manual_restarts,
-        last_exit: now.last_exit.map(|exit| LastExitView {
+        oom_kills: now.oom_kills,
+        last_exit: now.last_exit.clone().map(|exit| LastExitView {
             at: exit.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             reason: exit.reason,
             code: exit.code,
@@ -59,6 +60,8 @@ pub(super) fn plugin(handle: &PluginHandle, instance_id: &str) -> PluginView {
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         error: match state {
             State::Invalid | State::Failed => now.error,
+            // Waiting to restart: why it ended ("killed by the kernel: out of memory ...").
+            State::Backoff => now.last_exit.as_ref().map(|e| e.reason.clone()),
             _ => None,
         },
         socket_path: handle.socket.display().to_string(),

@@ -69,6 +69,8 @@ struct Status {
     manual_restarts: u32,
     /// How the last run of the process ended.
     last_exit: Option<LastExit>,
+    /// Runs the kernel ended for memory since torud started.
+    oom_kills: u32,
 }
 
 /// How one run of a plugin's process ended.
@@ -168,6 +170,7 @@ impl PluginHandle {
                 state_since: chrono::Utc::now(),
                 manual_restarts: 0,
                 last_exit: None,
+                oom_kills: 0,
             }),
             link: RwLock::new(None),
             group: RwLock::new(None),
@@ -202,6 +205,7 @@ impl PluginHandle {
                 state_since: chrono::Utc::now(),
                 manual_restarts: 0,
                 last_exit: None,
+                oom_kills: 0,
             }),
             link: RwLock::new(None),
             group: RwLock::new(None),
@@ -241,7 +245,11 @@ impl PluginHandle {
 
     /// How the run that just ended ended.
     pub(crate) fn set_exit(&self, exit: LastExit) {
-        self.status().last_exit = Some(exit);
+        let mut status = self.status();
+        if exit.cause == ExitCause::OutOfMemory {
+            status.oom_kills += 1;
+        }
+        status.last_exit = Some(exit);
     }
 
     /// Waiting until `at` to restart.
@@ -403,6 +411,7 @@ impl PluginHandle {
             state_since: status.state_since,
             manual_restarts: status.manual_restarts,
             last_exit: status.last_exit.clone(),
+            oom_kills: status.oom_kills,
             cgroup: group.map(|g| g.name().to_owned()),
             usage,
         }
@@ -428,6 +437,8 @@ pub(crate) struct Snapshot {
     pub(crate) manual_restarts: u32,
     /// How its last run ended.
     pub(crate) last_exit: Option<LastExit>,
+    /// Runs the kernel ended for memory.
+    pub(crate) oom_kills: u32,
     /// Its cgroup as `/proc/PID/cgroup` names it, while it runs in one.
     pub(crate) cgroup: Option<String>,
     /// What its cgroup uses.

@@ -160,6 +160,42 @@ impl Manager {
         }
     }
 
+    /// Puts the limits of the settings in force on every running plugin's cgroup, live;
+    /// what changed, as `spin: cpu_max 20% -> 50%`. A limit the kernel refuses is
+    /// logged with the plugin and key, and the plugin keeps its old ones.
+    pub(crate) async fn apply_limits(&self) -> Vec<String> {
+        let Some(cgroups) = self.ctx.cgroups.clone() else {
+            return Vec::new();
+        };
+        let mut all = Vec::new();
+        for plugin in self.list() {
+            let Some(group) = plugin.group() else {
+                continue;
+            };
+            let (cgroups, id, limits) = (
+                cgroups.clone(),
+                plugin.id.clone(),
+                self.ctx.limits(&plugin.id),
+            );
+            let updated = tokio::task::spawn_blocking(move || cgroups.update(&group, &id, &limits))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|updated| updated);
+            match updated {
+                Ok(changes) if changes.is_empty() => {}
+                Ok(changes) => {
+                    let changes = changes.join(", ");
+                    tracing::info!(plugin = %plugin.id, %changes, "limits changed on the running plugin");
+                    all.push(format!("{}: {changes}", plugin.id));
+                }
+                Err(e) => {
+                    warn!(plugin = %plugin.id, error = %e, "limits not changed");
+                }
+            }
+        }
+        all
+    }
+
     /// Stops every plugin (concurrently) and waits for their supervisors.
     pub(crate) async fn shutdown(&self, timeout: Duration) {
         self.stop(&self.list(), timeout).await;

@@ -50,6 +50,7 @@ fn view(id: &str) -> PluginView {
         running_since: None,
         state_since: String::new(),
         manual_restarts: 0,
+        oom_kills: 0,
         last_exit: None,
         error: None,
         socket_path: format!("/run/toru/{id}.sock"),
