@@ -135,6 +135,12 @@ for file in "$DEB" "toru-dbgsym_${VERSION}_${ARCH}.deb" "toru_${VERSION}_${ARCH}
 done
 [ -f "$WORK/out/$DEB" ] || die "dpkg-buildpackage made no $DEB"
 ok "dpkg-buildpackage made $DEB"
+# For packaging/vm/run.sh, which tests the same package when the tree is this commit.
+if [ -z "$(git -C "$REPO" status --porcelain 2>/dev/null)" ]; then
+    mkdir -p "$CACHE/last"
+    cp "$WORK/out/$DEB" "$CACHE/last/$DEB"
+    git -C "$REPO" rev-parse HEAD >"$CACHE/last/commit"
+fi
 
 lintian --fail-on error,warning "$WORK/out/toru_${VERSION}_${ARCH}.changes" >"$WORK/lintian.txt" 2>&1 ||
     { cat "$WORK/lintian.txt" >&2; die "lintian"; }
