@@ -79,7 +79,7 @@ pub(crate) async fn supervise(
             Phase::Run => match run_once(&handle, &ctx, &mut commands).await {
                 Outcome::Stopped(step) => step,
                 Outcome::Unlicensed(reason) => {
-                    warn!(plugin = %handle.id, %reason, "plugin not started");
+                    warn!(plugin = %handle.id, %reason, "plugin not started: {reason}");
                     ctx.event(
                         &handle.id,
                         EventKind::Failed,
@@ -114,7 +114,7 @@ async fn after_crash(
     let now = tokio::time::Instant::now();
     match restarts.crashed(&policy, now, uptime, &reason) {
         AfterCrash::GiveUp(reason) => {
-            warn!(plugin = %handle.id, %reason, "plugin failed; not restarting until enabled again");
+            warn!(plugin = %handle.id, %reason, "plugin failed, not restarted until enabled again: {reason}");
             ctx.persist(
                 &handle.id,
                 true,
@@ -130,7 +130,7 @@ async fn after_crash(
         }
         AfterCrash::Restart(delay) => {
             handle.count_restart();
-            info!(plugin = %handle.id, %reason, ?delay, "plugin will be restarted");
+            info!(plugin = %handle.id, %reason, ?delay, "plugin will be restarted in {delay:?}");
             ctx.event(
                 &handle.id,
                 EventKind::Restarted,
@@ -333,7 +333,7 @@ async fn run_process(
                     ExitCause::StartFailed,
                 ));
             }
-            warn!(plugin = %handle.id, %reason, "plugin did not start");
+            warn!(plugin = %handle.id, %reason, "plugin did not start: {reason}");
             return crashed(Duration::ZERO, reason);
         }
     };
@@ -370,7 +370,7 @@ async fn run_process(
                     Err(e) => (format!("lost track of the process: {e}"), ExitCause::Exited),
                 };
                 handle.set_exit(last_exit(status.ok().as_ref(), &reason, cause));
-                warn!(plugin = %handle.id, %reason, "plugin exited");
+                warn!(plugin = %handle.id, %reason, "plugin exited: {reason}");
                 ctx.event(&handle.id, EventKind::Exited, reason.clone()).await;
                 remove_socket(handle);
                 return crashed(started.elapsed(), reason);
@@ -389,7 +389,7 @@ async fn run_process(
                     _ => ("closed its connection".to_owned(), ExitCause::Exited),
                 };
                 handle.set_exit(last_exit(status.as_ref(), &reason, cause));
-                warn!(plugin = %handle.id, %reason, "plugin exited");
+                warn!(plugin = %handle.id, %reason, "plugin exited: {reason}");
                 ctx.event(&handle.id, EventKind::Exited, reason.clone()).await;
                 return crashed(started.elapsed(), reason);
             }
@@ -397,7 +397,7 @@ async fn run_process(
                 let Some(connection) = v2 else { continue };
                 if let Err(e) = connection.ping(health.ping_timeout).await {
                     let reason = format!("hung: no answer to ping ({e})");
-                    warn!(plugin = %handle.id, %reason, "killing hung plugin");
+                    warn!(plugin = %handle.id, %reason, "killing hung plugin: {reason}");
                     ctx.event(&handle.id, EventKind::Hung, reason.clone()).await;
                     let status = stop_process(handle, &mut child, None, Duration::ZERO).await;
                     handle.set_exit(last_exit(status.as_ref(), &format!("killed by torud: {reason}"), ExitCause::Hung));
