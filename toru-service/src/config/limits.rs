@@ -72,14 +72,13 @@ impl ResourceLimits {
         }
     }
 
+    /// `memory_max` as the configuration writes it (`32M`), when set.
+    pub fn memory_max_text(&self) -> Option<String> {
+        self.memory_max.map(|max| show_bytes(Some(max)))
+    }
+
     /// What changed from `old` to `self`, as `cpu_max 20% -> 50%`, one per key.
     pub fn changes_from(&self, old: &Self) -> Vec<String> {
-        let show_bytes = |max: Option<Max>| match max {
-            None => "unset".to_owned(),
-            Some(Max::Unlimited) => "max".to_owned(),
-            Some(Max::Value(n)) if n != 0 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
-            Some(Max::Value(n)) => n.to_string(),
-        };
         let show_cpu = |max: Option<Max>| match max {
             None => "unset".to_owned(),
             Some(Max::Unlimited) => "max".to_owned(),
@@ -127,6 +126,16 @@ fn memory_limit(value: &toml::Value) -> Result<Max, String> {
             "{n} bytes is less than any program needs: at least \"1M\""
         )),
         max => Ok(max),
+    }
+}
+
+/// A byte limit as the configuration writes it: `32M`, `max`, `unset`.
+fn show_bytes(max: Option<Max>) -> String {
+    match max {
+        None => "unset".to_owned(),
+        Some(Max::Unlimited) => "max".to_owned(),
+        Some(Max::Value(n)) if n != 0 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
+        Some(Max::Value(n)) => n.to_string(),
     }
 }
 

@@ -442,10 +442,15 @@ fn out_of_memory(
     before: Option<u64>,
 ) -> Option<String> {
     use std::os::unix::process::ExitStatusExt;
-    let now = group?.oom_kills()?;
+    let group = group?;
+    let now = group.oom_kills()?;
     (status.signal() == Some(libc::SIGKILL) && now > before.unwrap_or(0)).then(|| {
-        "killed by the kernel: out of memory (its cgroup's memory.max, `[plugins.ID] memory_max`)"
-            .to_owned()
+        match group.limits().memory_max_text() {
+            Some(max) => {
+                format!("killed by the kernel: out of memory (over its memory_max of {max})")
+            }
+            None => "killed by the kernel: out of memory".to_owned(),
+        }
     })
 }
 
