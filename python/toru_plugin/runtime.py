@@ -324,7 +324,7 @@ class _Connection:
 
     async def answer(self, msg_id: int, request: Request) -> None:
         try:
-            response = await self.runtime.plugin.dispatch(request)
+            response = await checked(self.runtime, request) or await self.runtime.plugin.dispatch(request)
             if not isinstance(response, Response):
                 raise TypeError(f"the handler returned {type(response).__name__}, not a Response")
         except asyncio.CancelledError:
@@ -360,6 +360,35 @@ class _Connection:
         if self in self.runtime.connections:
             self.runtime.connections.remove(self)
         self.writer.close()
+
+
+#: Set by `toructl plugins check`, never by torud: the SDK then answers the checker's
+#: two conventions itself (docs/PROTOCOL.md 9.3).
+CHECK_ENV = "TORU_CHECK"
+
+
+async def checked(runtime: _Runtime, request: Request) -> Response | None:
+    """The answer to one of the checker's conventions, when the checker runs us."""
+    if os.environ.get(CHECK_ENV) != "1" or request.method != "POST":
+        return None
+    if request.path_only == "/.well-known/toru-check/echo":
+        return Response.bytes(request.body)
+    if request.path_only == "/.well-known/toru-check/kv":
+        kv = runtime.plugin.ctx.kv
+        await kv.set("toru-check", request.body)
+        await kv.set("toru-check/scratch", b"x")
+        value = await kv.get("toru-check") or b""
+        if "toru-check" not in await kv.list("toru-check"):
+            return Response.error(500, "kv_list did not list the key just set")
+        if not await kv.delete("toru-check/scratch") or await kv.get("toru-check/scratch") is not None:
+            return Response.error(500, "kv_delete did not delete the key just set")
+        try:
+            await kv.set("", b"x")
+            return Response.error(500, "an empty key was accepted")
+        except KvError:
+            pass
+        return Response.bytes(value)
+    return None
 
 
 class _Runtime:

@@ -108,7 +108,9 @@ pub use plugin::ToruPlugin;
 pub use protocol::LicenseSpec;
 pub use protocol::v2::{ErrorCode, Limits};
 pub use protocol::{PROTOCOL_VERSION, PluginMetadata};
-pub use runtime::{EXIT_NO_LICENSE, PluginServer, SIGNAL_SHUTDOWN_DEADLINE, SOCKET_ENV, run};
+pub use runtime::{
+    CHECK_ENV, EXIT_NO_LICENSE, PluginServer, SIGNAL_SHUTDOWN_DEADLINE, SOCKET_ENV, run,
+};
 pub use types::{ContextCell, HttpRequest, HttpResponse, KvOp, PluginConfig, PluginContext};
 
 /// The protocol-1 message of SDK 0.1, kept so that its code still builds.

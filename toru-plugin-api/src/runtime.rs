@@ -605,10 +605,14 @@ impl Connection {
             } else {
                 let link = self.link.clone();
                 let map = self.in_flight.clone();
+                let kv = shared.kv.clone();
                 // Spawned with the table locked, so the handler's own removal
                 // below cannot run before its insertion.
                 let handle = shared.handlers.spawn(async move {
-                    let response = invoke(&*plugin, request).await;
+                    let response = match checked(&kv, &request).await {
+                        Some(response) => response,
+                        None => invoke(&*plugin, request).await,
+                    };
                     lock(&map).remove(&id);
                     let message = Message::HttpResponse {
                         id,
@@ -661,6 +665,56 @@ impl Connection {
             handler.abort();
         }
     }
+}
+
+/// The environment variable `toructl plugins check` sets, and torud never does: with
+/// it, the SDK answers the checker's two conventions itself (docs/PROTOCOL.md 9.3).
+pub const CHECK_ENV: &str = "TORU_CHECK";
+/// The checker's echo: the body back, byte for byte.
+const CHECK_ECHO: &str = "/.well-known/toru-check/echo";
+/// The checker's storage round trip.
+const CHECK_KV: &str = "/.well-known/toru-check/kv";
+
+/// The answer to one of the checker's conventions, when the checker runs this plugin.
+async fn checked(kv: &PluginKvStore, request: &HttpRequest) -> Option<HttpResponse> {
+    static CHECKING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*CHECKING.get_or_init(|| std::env::var_os(CHECK_ENV).is_some_and(|v| v == "1")) {
+        return None;
+    }
+    match (request.method.as_str(), request.path_only()) {
+        ("POST", CHECK_ECHO) => Some(HttpResponse::bytes(
+            "application/octet-stream",
+            request.body.clone(),
+        )),
+        ("POST", CHECK_KV) => Some(match check_kv(kv, &request.body).await {
+            Ok(value) => HttpResponse::bytes("application/octet-stream", value),
+            Err(e) => HttpResponse::error(500, e.to_string()),
+        }),
+        _ => None,
+    }
+}
+
+/// Sets `toru-check` to `body`, reads it back, lists it, deletes a scratch key.
+async fn check_kv(kv: &PluginKvStore, body: &Bytes) -> PluginResult<Bytes> {
+    kv.set("toru-check", body).await?;
+    kv.set("toru-check/scratch", b"x").await?;
+    let value = kv.get_bytes("toru-check").await?.unwrap_or_default();
+    let keys = kv.list("toru-check").await?;
+    if !keys.iter().any(|k| k == "toru-check") {
+        return Err(PluginError::other("kv_list did not list the key just set"));
+    }
+    if !kv.delete("toru-check/scratch").await? {
+        return Err(PluginError::other(
+            "kv_delete did not find the key just set",
+        ));
+    }
+    if kv.get_bytes("toru-check/scratch").await?.is_some() {
+        return Err(PluginError::other("a deleted key is still there"));
+    }
+    if kv.set("", b"x").await.is_ok() {
+        return Err(PluginError::other("an empty key was accepted"));
+    }
+    Ok(value)
 }
 
 /// Runs the handler; errors and panics become error responses.

@@ -43,6 +43,8 @@ impl Session<'_> {
             Command::Plugins(args) => match &args.command {
                 None | Some(PluginsCommand::List) => self.list().await,
                 Some(PluginsCommand::Show { id }) => self.show(id).await,
+                // Handled before any connection to torud (cli::run).
+                Some(PluginsCommand::Check { .. }) => Ok(()),
                 Some(PluginsCommand::Enable { id }) => self.action(id, "enable", "enabled").await,
                 Some(PluginsCommand::Disable { id }) => {
                     self.action(id, "disable", "disabled").await

@@ -20,6 +20,8 @@
 //! * `output` — tables, colour, JSON.
 //! * `error` — `CliError` and the exit codes.
 
+/// `plugins check PATH`: the conformance checker.
+pub(crate) mod check;
 /// HTTP to torud.
 pub(crate) mod client;
 /// The commands.
@@ -203,6 +205,18 @@ pub(crate) enum PluginsCommand {
         /// The plugin id.
         id: String,
     },
+    /// Check that the plugin executable at PATH keeps the protocol: runs it as
+    /// torud would (its own socket, environment and process group, no torud
+    /// needed), acts as its host, and says of each rule of docs/PROTOCOL.md
+    /// PASS, FAIL, WARN or SKIP (not exercised), with what was expected and what
+    /// came. Exit 0 when no rule fails, 1 otherwise.
+    Check {
+        /// The plugin's executable.
+        path: PathBuf,
+        /// The protocol to hold it to [default: what its metadata says].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=2))]
+        protocol: Option<u32>,
+    },
     /// Enable a plugin and start it (also clears a crash-loop "failed").
     Enable {
         /// The plugin id.
@@ -343,6 +357,17 @@ fn run(cli: &Cli, socket_given: bool, url_given: bool) -> Result<(), CliError> {
     let out = output::Out::new();
     match &cli.command {
         Command::GenerateMan { dir } => return generate_man(dir, &out),
+        Command::Plugins(PluginsArgs {
+            command: Some(PluginsCommand::Check { path, protocol }),
+        }) => {
+            // Local: the plugin is run here, torud is not asked.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
+            let report = runtime.block_on(check::check(path, *protocol));
+            return check::print(&report, &out, cli.json);
+        }
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics when a write fails, and
             // `toructl completions bash | head` closes the pipe early.

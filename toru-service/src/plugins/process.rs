@@ -42,6 +42,8 @@ pub(crate) struct PluginEnv<'a> {
     pub(crate) home: &'a Path,
     /// `TORU_LICENSE_KEY`: the licence line, for protocol-1 plugins.
     pub(crate) license: Option<&'a str>,
+    /// `TORU_CHECK=1`: run by `toructl plugins check`, never by torud.
+    pub(crate) checked: bool,
 }
 
 /// Starts `path` with stdout and stderr piped to torud, inside `group`
@@ -76,6 +78,9 @@ pub(crate) async fn spawn(
         .kill_on_drop(true);
     if let Some(license) = env.license {
         command.env("TORU_LICENSE_KEY", license);
+    }
+    if env.checked {
+        command.env(toru_plugin_api::CHECK_ENV, "1");
     }
     let procs = group
         .map(|group| group.join_before_exec(&mut command))

@@ -264,6 +264,7 @@ async fn run_process(
         license: (handle.protocol < 2)
             .then_some(license.as_deref())
             .flatten(),
+        checked: false,
     };
     let isolation = if settings.isolate_plugins {
         match Isolation::new(&settings, home) {
