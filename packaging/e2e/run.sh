@@ -183,6 +183,7 @@ cp -a --reflink=auto "$CACHE/rootfs-$SUITE" "$ROOT"
 cp "$WORK/out/$DEB" "$WORK/out/$UPGRADE_DEB" "$ROOT/root/"
 mkdir -p "$ROOT/root/plugins"
 cp "$TARGET_DIR/release/hello" "$REPO/examples/python/hello_v1.py" "$ROOT/root/plugins/"
+cp "$REPO/examples/python/hello_v2.py" "$ROOT/root/hello_v2.py"
 cp "$TARGET_DIR/release/licensed" "$ROOT/root/"
 # The vendor's test key (examples/licensed/test-keys: made for the tests, never a real secret).
 install -m 0600 "$REPO/examples/licensed/test-keys/vendor.key" "$ROOT/root/vendor.key"
@@ -395,6 +396,16 @@ api /api/plugins/route/hello/ >/dev/null || die "hello's route after the watchdo
 ok "kill -STOP of torud: watchdog timeout, NRestarts $restarts -> $(prop toru.service NRestarts), plugins back"
 ct rm -rf /etc/systemd/system/toru.service.d
 ct systemctl daemon-reload
+
+# A plugin on the Python SDK, which the package installs for Debian's python3.
+ct python3 -c 'import toru_plugin' || die "import toru_plugin fails for Debian's python3"
+sh_in 'install -m 0755 /root/hello_v2.py /usr/local/lib/toru/plugins/hello-py2'
+ct toructl reload >/dev/null || die "toructl reload with hello-py2"
+wait_running hello-py2 30
+[ "$(api /api/plugins/route/hello-py2/ | ct python3 -c 'import json,sys; print(json.load(sys.stdin)["plugin"])')" = hello-py2 ] ||
+    die "hello-py2's route"
+checked=$(ct toructl plugins check /usr/local/lib/toru/plugins/hello-py2) || die "toructl plugins check hello-py2: $checked"
+ok "hello-py2 on the packaged Python SDK served; toructl plugins check: $(tail -n 1 <<<"$checked")"
 
 # A plugin that requires a licence: refused without one; the vendor's tool
 # (packaged) signs one for this instance; toructl installs it; it serves.
