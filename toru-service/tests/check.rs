@@ -150,3 +150,63 @@ fn a_plugin_that_never_serves_fails_in_bounded_time_and_leaves_nothing() {
         .unwrap()
         .fails(1, "does not keep the protocol");
 }
+
+/// `sleep 6017` processes still running.
+fn helpers() -> usize {
+    let out = std::process::Command::new("pgrep")
+        .args(["-fx", "sleep 6017"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn a_plugin_that_leaves_a_helper_behind_fails_leftovers_and_the_helper_goes() {
+    let (code, verdicts) = verdicts(&repo().join("toru-service/tests/fixtures/leaves_child.py"));
+    assert_eq!(code, 1, "{verdicts:?}");
+    assert_eq!(verdicts["leftovers"], "fail", "{verdicts:?}");
+    // Its flood of stderr cost it nothing.
+    for rule in ["http", "concurrency", "ping", "kv", "bad_input", "shutdown"] {
+        assert_eq!(verdicts[rule], "pass", "{rule}: {verdicts:?}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while helpers() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a helper outlived the check"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_plugin_that_dies_mid_check_fails_with_a_reason_in_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // Serves `init`, then exits at its first request.
+    let code = format!(
+        "import os, sys\nsys.path.insert(0, {python:?})\n\
+         from toru_plugin import Plugin, Response, run\n\
+         plugin = Plugin(id='dies', name='Dies', version='1', route='/dies')\n\
+         @plugin.fallback\nasync def die(req):\n    os._exit(9)\n\
+         sys.exit(run(plugin))\n",
+        python = repo().join("python").display().to_string(),
+    );
+    let file = dir.path().join("dies.py");
+    std::fs::write(&file, code).unwrap();
+    let plugin = script_plugin(
+        dir.path(),
+        "dies",
+        &metadata("dies", "/dies", 2),
+        &format!("exec python3 {}", file.display()),
+    );
+    let started = std::time::Instant::now();
+    let (code, verdicts) = verdicts(&plugin);
+    assert_eq!(code, 1, "{verdicts:?}");
+    assert_eq!(verdicts["init"], "pass", "{verdicts:?}");
+    assert_eq!(verdicts["http"], "fail", "{verdicts:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
