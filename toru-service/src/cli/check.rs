@@ -298,27 +298,11 @@ async fn check_v2(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &m
         }
     };
 
-    match host
+    let answer = host
         .http(HttpRequest::new("GET", "/"), ANSWER_TIMEOUT)
         .await
-    {
-        Ok(answer) if (200..=999).contains(&answer.status) => report.pass(
-            "http",
-            format!(
-                "GET / answered {} with {} body bytes",
-                answer.status,
-                answer.body.len()
-            ),
-        ),
-        Ok(answer) => report.fail(
-            "http",
-            format!(
-                "expected a final status (200 to 999); got {}",
-                answer.status
-            ),
-        ),
-        Err(e) => report.fail("http", format!("expected an answer to GET /; got: {e}")),
-    }
+        .map_err(|e| e.to_string());
+    http_rule(answer, report);
 
     let body: Bytes = (0..=255u8).cycle().take(4096).collect::<Vec<u8>>().into();
     let mut echo = HttpRequest::new("POST", ECHO_PATH);
@@ -477,6 +461,28 @@ async fn check_v2(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &m
         report,
     )
     .await;
+}
+
+/// The rule `http`: `GET /` answered with a final status.
+fn http_rule(answer: Result<toru_plugin_api::HttpResponse, String>, report: &mut Report) {
+    match answer {
+        Ok(answer) if (200..=999).contains(&answer.status) => report.pass(
+            "http",
+            format!(
+                "GET / answered {} with {} body bytes",
+                answer.status,
+                answer.body.len()
+            ),
+        ),
+        Ok(answer) => report.fail(
+            "http",
+            format!(
+                "expected a final status (200 to 999); got {}",
+                answer.status
+            ),
+        ),
+        Err(e) => report.fail("http", format!("expected an answer to GET /; got: {e}")),
+    }
 }
 
 /// Waits for the plugin to exit after a stop; checks status, time and leftovers.
@@ -678,24 +684,11 @@ async fn check_v1(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &m
         }
     };
     let link = crate::plugins::link::PluginLink::V1(link);
-    match link
+    let answer = link
         .forward(HttpRequest::new("GET", "/"), ANSWER_TIMEOUT)
         .await
-    {
-        Ok(answer) if (200..=999).contains(&answer.status) => report.pass(
-            "http",
-            format!(
-                "GET / answered {} with {} body bytes",
-                answer.status,
-                answer.body.len()
-            ),
-        ),
-        Ok(answer) => report.fail(
-            "http",
-            format!("expected a final status; got {}", answer.status),
-        ),
-        Err(e) => report.fail("http", format!("expected an answer to GET /; got: {e}")),
-    }
+        .map_err(|e| e.to_string());
+    http_rule(answer, report);
     let started = Instant::now();
     let mut failed = None;
     for i in 0..16 {
