@@ -160,24 +160,9 @@ dpkg-deb --root-owner-group -b "$WORK/upgrade" "$WORK/out/$UPGRADE_DEB" >/dev/nu
 
 # --- the container --------------------------------------------------------
 
-mirror() {
-    [ -n "${TORU_E2E_MIRROR:-}" ] && { echo "$TORU_E2E_MIRROR"; return; }
-    local uri
-    uri=$(grep -hs -E '^(deb |URIs:)' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-        /etc/apt/sources.list.d/*.sources | grep -v -e security -e '\[' |
-        grep -o -E 'https?://[^ ]+' | head -n 1)
-    echo "${uri:-http://deb.debian.org/debian}"
-}
-
-if [ ! -x "$CACHE/rootfs-$SUITE/usr/bin/systemctl" ]; then
-    say "debootstrap $SUITE from $(mirror) into $CACHE (cached for the next runs)"
-    mkdir -p "$CACHE"
-    rm -rf "$CACHE/rootfs-$SUITE.tmp"
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,python3,procps,iproute2,curl \
-        "$SUITE" "$CACHE/rootfs-$SUITE.tmp" "$(mirror)" >"$WORK/debootstrap.log" 2>&1 ||
-        { tail -n 20 "$WORK/debootstrap.log" >&2; die "debootstrap"; }
-    mv "$CACHE/rootfs-$SUITE.tmp" "$CACHE/rootfs-$SUITE"
-fi
+# shellcheck source=packaging/rootfs.sh
+. "$REPO/packaging/rootfs.sh"
+ensure_rootfs "$CACHE" "$SUITE" "$WORK/debootstrap.log"
 cp -a --reflink=auto "$CACHE/rootfs-$SUITE" "$ROOT"
 # The container's /tmp is a tmpfs: what it needs goes to /root.
 cp "$WORK/out/$DEB" "$WORK/out/$UPGRADE_DEB" "$ROOT/root/"

@@ -99,23 +99,10 @@ fi
 
 # --- the disk -----------------------------------------------------------------
 
-mirror() {
-    local uri
-    uri=$(grep -hs -E '^(deb |URIs:)' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-        /etc/apt/sources.list.d/*.sources | grep -v -e security -e '\[' |
-        grep -o -E 'https?://[^ ]+' | head -n 1)
-    echo "${uri:-http://deb.debian.org/debian}"
-}
-if [ ! -x "$CACHE/rootfs-$SUITE/usr/bin/systemctl" ]; then
-    # The same rootfs as packaging/e2e/run.sh's, which caches it there too.
-    say "debootstrap $SUITE from $(mirror) into $CACHE (cached for the next runs)"
-    mkdir -p "$CACHE"
-    rm -rf "$CACHE/rootfs-$SUITE.tmp"
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,python3,procps,iproute2,curl \
-        "$SUITE" "$CACHE/rootfs-$SUITE.tmp" "$(mirror)" >"$WORK/debootstrap.log" 2>&1 ||
-        { tail -n 20 "$WORK/debootstrap.log" >&2; die "debootstrap"; }
-    mv "$CACHE/rootfs-$SUITE.tmp" "$CACHE/rootfs-$SUITE"
-fi
+# The same rootfs as packaging/e2e/run.sh's, which caches it there too.
+# shellcheck source=packaging/rootfs.sh
+. "$REPO/packaging/rootfs.sh"
+ensure_rootfs "$CACHE" "$SUITE" "$WORK/debootstrap.log"
 ROOT=$WORK/root
 cp -a --reflink=auto "$CACHE/rootfs-$SUITE" "$ROOT"
 cp "$WORK/toru.deb" "$ROOT/root/toru.deb"
