@@ -369,7 +369,7 @@ CHECK_ENV = "TORU_CHECK"
 
 async def checked(runtime: _Runtime, request: Request) -> Response | None:
     """The answer to one of the checker's conventions, when the checker runs us."""
-    if os.environ.get(CHECK_ENV) != "1" or request.method != "POST":
+    if not runtime.checking or request.method != "POST":
         return None
     if request.path_only == "/.well-known/toru-check/echo":
         return Response.bytes(request.body)
@@ -402,6 +402,8 @@ class _Runtime:
         self.init_error: str | None = None
         self.server: asyncio.base_events.Server | None = None
         self.socket_path = ""
+        # Read once: only `toructl plugins check` sets it, at the plugin's start.
+        self.checking = os.environ.get(CHECK_ENV) == "1"
 
     async def call(self, header: dict[str, Any], body: bytes = b"") -> wire.Frame:
         """A KV call over the newest open connection."""

@@ -253,6 +253,14 @@ impl Cgroups {
             let _ = group.remove();
             return Err(e);
         }
+        self.warn_unenforced_for(id, limits);
+        Ok(group)
+    }
+}
+
+impl Cgroups {
+    /// [`Cgroups::warn_unenforced`] for one plugin's `limits`.
+    fn warn_unenforced_for(&self, id: &str, limits: &ResourceLimits) {
         let mut single = BTreeMap::new();
         single.insert(
             id.to_owned(),
@@ -262,7 +270,6 @@ impl Cgroups {
             },
         );
         self.warn_unenforced(&single);
-        Ok(group)
     }
 }
 
@@ -381,15 +388,7 @@ impl Cgroups {
             .collect();
         self.write_limits(group, id, &changed)?;
         group.set_limits(*limits);
-        let mut single = BTreeMap::new();
-        single.insert(
-            id.to_owned(),
-            PluginSettings {
-                limits: *limits,
-                ..PluginSettings::default()
-            },
-        );
-        self.warn_unenforced(&single);
+        self.warn_unenforced_for(id, limits);
         Ok(changes)
     }
 }

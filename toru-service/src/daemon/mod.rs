@@ -298,7 +298,7 @@ impl Backend for Daemon {
     async fn forward(&self, route: &str, request: HttpRequest) -> Result<HttpResponse, ApiError> {
         let plugin = self
             .manager
-            .by_route(&format!("/{route}"))
+            .by_route_segment(route)
             .ok_or_else(|| ApiError::NotFound(format!("no plugin serves the route /{route}")))?;
         self.forward_to(&plugin, request).await
     }
@@ -428,7 +428,7 @@ impl Backend for Daemon {
     fn observe(&self, route: Option<&str>, status: u16, elapsed: Duration) {
         // Labelled with the plugin's id; a route nobody serves stays out (clients cannot
         // mint labels).
-        let plugin = route.and_then(|route| self.manager.by_route(&format!("/{route}")));
+        let plugin = route.and_then(|route| self.manager.by_route_segment(route));
         match (route, plugin) {
             (Some(_), None) => {}
             (_, plugin) => {

@@ -125,13 +125,18 @@ impl Manager {
             .cloned()
     }
 
-    /// The valid plugin serving `route` (`/name`).
-    pub(crate) fn by_route(&self, route: &str) -> Option<Arc<PluginHandle>> {
+    /// The valid plugin whose route is `/segment` (the first path segment of a gateway URL),
+    /// without making the string.
+    pub(crate) fn by_route_segment(&self, segment: &str) -> Option<Arc<PluginHandle>> {
         self.plugins
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .find(|p| p.metadata.as_ref().is_some_and(|m| m.route == route))
+            .find(|p| {
+                p.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.route.strip_prefix('/') == Some(segment))
+            })
             .cloned()
     }
 
