@@ -73,6 +73,9 @@ pub(crate) struct Held {
     pub(crate) id: String,
     /// Its executable.
     pub(crate) path: PathBuf,
+    /// Its file as it was when it started, and the metadata it gave then.
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) metadata: Option<PluginMetadata>,
 }
 
 /// Every plugin in `dirs`, in folder order then file name order, asked for
@@ -88,7 +91,21 @@ pub(crate) async fn discover(
     }
     let probes = paths.into_iter().map(|path| async move {
         let fingerprint = Fingerprint::of(&path);
-        let metadata = read_metadata(&path, timeout).await;
+        // A running plugin whose file has not changed has the metadata it had: asking
+        // again costs a process per plugin, and a slow answer (a loaded machine) would
+        // make it look invalid and stop it.
+        let unchanged = held
+            .iter()
+            .find(|h| {
+                h.path == path
+                    && h.fingerprint == fingerprint
+                    && fingerprint != Fingerprint::default()
+            })
+            .and_then(|h| h.metadata.clone());
+        let metadata = match unchanged {
+            Some(metadata) => Ok(metadata),
+            None => read_metadata(&path, timeout).await,
+        };
         Discovered {
             path,
             metadata,
@@ -306,6 +323,8 @@ mod tests {
         let held = [Held {
             id: "x".into(),
             path: "/a/x".into(),
+            fingerprint: Fingerprint::default(),
+            metadata: None,
         }];
         // The newcomer sorts first, and claims the id; another the route.
         let mut found = vec![

@@ -110,6 +110,8 @@ impl Manager {
                 p.metadata.as_ref().map(|m| discovery::Held {
                     id: m.id.clone(),
                     path: p.path.clone(),
+                    fingerprint: p.fingerprint,
+                    metadata: Some(m.clone()),
                 })
             })
             .collect()
