@@ -10,6 +10,8 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ["TORU_LOG_LEVEL"] = "error"
+# The scenarios that need the checker's conventions get them (docs/PROTOCOL.md 9.3).
+os.environ["TORU_CHECK"] = "1"
 
 from toru_plugin import Plugin, Response  # noqa: E402
 from toru_plugin import runtime, wire  # noqa: E402
@@ -26,13 +28,19 @@ def matches(expected: dict, got: dict) -> bool:
 
 async def replay(path: str, lines: list[dict]) -> None:
     reader, writer = await asyncio.open_unix_connection(path)
+    ids: dict[str, int] = {}  # the ids the plugin chose, by their `id_as` names
     try:
         for line in lines:
-            if line.get("from") == "host":
+            if line.get("from") == "host" and "wait_ms" in line:
+                await asyncio.sleep(line["wait_ms"] / 1000)
+            elif line.get("from") == "host":
                 if "raw_hex" in line:
                     writer.write(bytes.fromhex(line["raw_hex"]))
                 else:
-                    writer.write(wire.encode(line["header"], bytes.fromhex(line.get("body_hex", ""))))
+                    header = dict(line["header"])
+                    if isinstance(header.get("id"), str) and header["id"].startswith("$"):
+                        header["id"] = ids[header["id"][1:]]
+                    writer.write(wire.encode(header, bytes.fromhex(line.get("body_hex", ""))))
                 await writer.drain()
             elif line.get("from") == "plugin":
                 payload = await asyncio.wait_for(wire.read_payload(reader), 5)
@@ -40,8 +48,12 @@ async def replay(path: str, lines: list[dict]) -> None:
                     assert payload is None, f"expected the connection closed, got {payload!r}"
                     continue
                 assert payload is not None, f"the connection closed; expected {line['header']}"
-                got = wire.decode(payload).header
-                assert matches(line["header"], got), f"expected {line['header']}, got {got}"
+                got = wire.decode(payload)
+                assert matches(line["header"], got.header), f"expected {line['header']}, got {got.header}"
+                if "body_hex" in line:
+                    assert got.body == bytes.fromhex(line["body_hex"]), f"{got.header}: body {got.body!r}"
+                if "id_as" in line:
+                    ids[line["id_as"]] = got.header["id"]
     finally:
         writer.close()
 

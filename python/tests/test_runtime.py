@@ -271,6 +271,44 @@ class RuntimeTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(await asyncio.wait_for(self.serving, 5), 0)
 
 
+class ProcessTest(unittest.IsolatedAsyncioTestCase):
+    """The example plugin as a process of its own, as torud runs it."""
+
+    async def test_stopping_with_a_connection_open_exits_0_and_writes_no_traceback(self) -> None:
+        example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "python", "hello_v2.py")
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "p.sock")
+            env = {**os.environ, "TORU_PLUGIN_SOCKET": path, "TORU_LOG_LEVEL": "info"}
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, example, env=env, stderr=asyncio.subprocess.PIPE
+            )
+            for _ in range(500):
+                if os.path.exists(path):
+                    break
+                await asyncio.sleep(0.01)
+            # Two connections: the one that asks to stop, and one that is only open.
+            _, idle = await asyncio.open_unix_connection(path)
+            reader, writer = await asyncio.open_unix_connection(path)
+            try:
+                writer.write(wire.encode(INIT))
+                payload = await asyncio.wait_for(wire.read_payload(reader), 5)
+                self.assertEqual(wire.decode(payload).header["type"], "init_ok")
+                writer.write(wire.encode({"type": "shutdown", "deadline_ms": 2000}))
+                await writer.drain()
+                _, stderr = await asyncio.wait_for(child.communicate(), 10)
+            finally:
+                if child.returncode is None:
+                    child.kill()
+                    await child.wait()
+                writer.close()
+                idle.close()
+        self.assertEqual(child.returncode, 0, stderr.decode())
+        self.assertNotIn("Traceback", stderr.decode())
+        # Every line is a JSON log line.
+        for line in stderr.decode().splitlines():
+            self.assertIsInstance(json.loads(line), dict, line)
+
+
 class WireTest(unittest.TestCase):
     def test_the_documented_frames(self) -> None:
         ping = bytes.fromhex("0000001a000000167b2274797065223a2270696e67222c226964223a317d")

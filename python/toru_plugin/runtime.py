@@ -199,12 +199,27 @@ class _Connection:
         self.pending: dict[int, asyncio.Future[wire.Frame]] = {}
         self.handlers: dict[int, asyncio.Task[None]] = {}
         self.closed = False
+        # Frames sent in this turn of the event loop, written together at its end.
+        self.outgoing: list[bytes] = []
 
     def send(self, header: dict[str, Any], body: bytes = b"") -> None:
-        """One frame, written whole (one write per frame: frames never interleave)."""
+        """One frame, whole, so frames never interleave. The frames sent in one turn of
+        the event loop go out in one write at its end: under load many answers share
+        a system call, as in the Rust SDK."""
         if self.closed:
             return
-        self.writer.write(wire.encode(header, body))
+        self.outgoing.append(wire.encode(header, body))
+        if len(self.outgoing) == 1:
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Writes the frames sent so far."""
+        if not self.outgoing or self.writer.is_closing():
+            self.outgoing.clear()
+            return
+        data = self.outgoing[0] if len(self.outgoing) == 1 else b"".join(self.outgoing)
+        self.outgoing.clear()
+        self.writer.write(data)
 
     def error(self, msg_id: int | None, code: str, message: str) -> None:
         self.send({"type": "error", "id": msg_id, "code": code, "message": message})
@@ -359,6 +374,7 @@ class _Connection:
                 future.set_exception(ConnectionError("the connection closed"))
         if self in self.runtime.connections:
             self.runtime.connections.remove(self)
+        self.flush()
         self.writer.close()
 
 
@@ -372,6 +388,9 @@ async def checked(runtime: _Runtime, request: Request) -> Response | None:
     if not runtime.checking or request.method != "POST":
         return None
     if request.path_only == "/.well-known/toru-check/echo":
+        # `?wait_ms=N` keeps it in flight a while, for the scenarios that need one.
+        wait = request.query("wait_ms", "0") or "0"
+        await asyncio.sleep(min(int(wait), 10_000) / 1000 if wait.isdigit() else 0)
         return Response.bytes(request.body)
     if request.path_only == "/.well-known/toru-check/kv":
         kv = runtime.plugin.ctx.kv
@@ -467,6 +486,7 @@ class _Runtime:
                 task.cancel()
         for connection in list(self.connections):
             try:
+                connection.flush()
                 await asyncio.wait_for(connection.writer.drain(), 1)
             except (asyncio.TimeoutError, ConnectionError):
                 pass
@@ -478,7 +498,13 @@ class _Runtime:
         if self.stopping.is_set():
             writer.close()
             return
-        await _Connection(self, reader, writer).serve()
+        try:
+            await _Connection(self, reader, writer).serve()
+        except asyncio.CancelledError:
+            # asyncio.run() cancels the connections still open when the plugin stops;
+            # asyncio's stream callback would then print the cancellation as a
+            # traceback (Python 3.11). A connection ends here, so nothing is lost.
+            writer.close()
 
 
 async def listen(path: str, accept: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> asyncio.base_events.Server:

@@ -81,6 +81,29 @@ impl EncodedFrame {
         Ok(Self { header, body })
     }
 
+    /// The frame as it goes on the wire, in at most two pieces: the length prefixes and
+    /// header (with the body copied in when it is small), then a large body as it is, so
+    /// that it is written from where it lies (a vectored write) rather than copied.
+    pub(crate) fn into_wire(self) -> (Bytes, Option<Bytes>) {
+        /// Bodies up to this size are copied next to their header: one piece to write.
+        const COPIED: usize = 8 * 1024;
+        let len = self.len();
+        let copied = self.body.len() <= COPIED;
+        let mut head = BytesMut::with_capacity(
+            8 + self.header.len() + if copied { self.body.len() } else { 0 },
+        );
+        // `from_parts` checked that the frame fits in MAX_FRAME_LEN.
+        head.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        head.put_u32(u32::try_from(self.header.len()).unwrap_or(u32::MAX));
+        head.put_slice(&self.header);
+        if copied {
+            head.put_slice(&self.body);
+            (head.freeze(), None)
+        } else {
+            (head.freeze(), Some(self.body))
+        }
+    }
+
     /// Bytes after the length prefix.
     pub fn len(&self) -> usize {
         4 + self.header.len() + self.body.len()
@@ -118,17 +141,35 @@ impl Decoder for FrameCodec {
     type Error = std::io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        let Some(frame) = self.frames.decode(src)? else {
+        let Some(frame) = self.frames.decode(src).map_err(|e| too_big(e, src))? else {
             return Ok(None);
         };
         Ok(Some(parse_frame(frame)))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        let Some(frame) = self.frames.decode_eof(src)? else {
+        let Some(frame) = self.frames.decode_eof(src).map_err(|e| too_big(e, src))? else {
             return Ok(None);
         };
         Ok(Some(parse_frame(frame)))
+    }
+}
+
+/// `LengthDelimitedCodec`'s "frame size too big", with the length that came: it
+/// leaves the prefix unread in `src` when it refuses one.
+fn too_big(e: std::io::Error, src: &BytesMut) -> std::io::Error {
+    let refused = e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>());
+    match src.first_chunk::<4>() {
+        Some(head) if refused => std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "a frame length of {} bytes, over the limit of {MAX_FRAME_LEN}",
+                u32::from_be_bytes(*head)
+            ),
+        ),
+        _ => e,
     }
 }
 

@@ -187,6 +187,8 @@ impl KvBackend for MemoryKv {
 pub struct HostConnection {
     link: Arc<Link>,
     reader: JoinHandle<()>,
+    /// What was last wrong with the plugin's frames, for [`HostConnection::trouble`].
+    trouble: Arc<Mutex<Option<String>>>,
 }
 
 impl Drop for HostConnection {
@@ -207,13 +209,19 @@ impl HostConnection {
         let (read, write) = stream.into_split();
         let (link, _writer) = Link::start(write);
         let limits = init.limits;
+        let trouble = Arc::new(Mutex::new(None));
         let reader = tokio::spawn(read_loop(
             FramedRead::new(read, FrameCodec::new()),
             link.clone(),
             kv,
             limits,
+            trouble.clone(),
         ));
-        let connection = Self { link, reader };
+        let connection = Self {
+            link,
+            reader,
+            trouble,
+        };
         let InitParams {
             instance_id,
             plugin_id,
@@ -314,6 +322,17 @@ impl HostConnection {
             .await
     }
 
+    /// What was last wrong with the plugin's side of the stream, if anything: a
+    /// frame that could not be read (answered `bad_message`), or why the stream was
+    /// given up (a length over 16 MiB, bytes that are no frame). For reports that
+    /// say why a call failed.
+    pub fn trouble(&self) -> Option<String> {
+        self.trouble
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// True once the connection is broken or closed.
     pub fn is_closed(&self) -> bool {
         self.link.is_closed()
@@ -330,7 +349,11 @@ async fn read_loop<K: KvBackend>(
     link: Arc<Link>,
     kv: Arc<K>,
     limits: Limits,
+    trouble: Arc<Mutex<Option<String>>>,
 ) {
+    let note = |what: String| {
+        *trouble.lock().unwrap_or_else(PoisonError::into_inner) = Some(what);
+    };
     let in_flight = Arc::new(Mutex::new(HashSet::new()));
     let closed = link.closed();
     tokio::pin!(closed);
@@ -346,10 +369,17 @@ async fn read_loop<K: KvBackend>(
             }
             Some(Err(e)) => {
                 warn!(error = %e, "unreadable stream from the plugin; closing the connection");
+                note(format!(
+                    "the plugin's stream was unreadable ({e}); the host closed the connection"
+                ));
                 break;
             }
             Some(Ok(Err(bad))) => {
                 warn!(id = ?bad.id, code = %bad.code, reason = %bad.reason, "bad frame from the plugin");
+                note(format!(
+                    "the plugin sent a frame that could not be read: {}",
+                    bad.reason
+                ));
                 link.refuse(bad).await;
             }
             Some(Ok(Ok(frame))) => {
@@ -515,7 +545,7 @@ async fn spawn_kv<K: KvBackend>(
         return;
     }
     let (link, kv, in_flight) = (link.clone(), kv.clone(), in_flight.clone());
-    tokio::spawn(async move {
+    let mut work = Box::pin(async move {
         let (message, body) = match kv.call(request).await {
             Ok(KvReply::Value(Some(value))) => (Message::KvValue { id, found: true }, value),
             Ok(KvReply::Value(None)) => (Message::KvValue { id, found: false }, Bytes::new()),
@@ -533,6 +563,11 @@ async fn spawn_kv<K: KvBackend>(
             .remove(&id);
         send(&link, message, body).await;
     });
+    // Polled once here, in the reader: a call the backend answers at once (a read
+    // from its cache) costs no task; one that waits (a commit) gets a task of its own.
+    if !crate::link::finished_at_once(work.as_mut()).await {
+        tokio::spawn(work);
+    }
 }
 
 async fn send(link: &Link, message: Message, body: Bytes) {

@@ -59,6 +59,8 @@
 //! * [`logging`] — JSON log lines on stderr (what [`run`] sets up).
 //! * `host` (feature `host`) — the host's side of a protocol-2 connection:
 //!   torud, and a plugin's own tests (`host::MemoryKv` as their storage).
+//! * `conformance` (feature `host`) — replays the scenarios of `conformance/`
+//!   (the exact frames of both sides) against a plugin.
 //! * `protocol`, `codec` (feature `host`) — the wire: message types of both
 //!   versions, and framing on `tokio_util`'s `LengthDelimitedCodec`.
 //! * `runtime`, `kv`, `link`, `types`, `plugin` — inside: the plugin's side
@@ -74,6 +76,9 @@ pub mod codec;
 mod codec;
 /// Protocol 1, as SDK 0.1 and the first host spoke it.
 pub mod compat;
+/// Replaying the conformance scenarios, as the host.
+#[cfg(feature = "host")]
+pub mod conformance;
 /// The SDK's error type.
 mod error;
 /// The host's end of a protocol-2 connection.

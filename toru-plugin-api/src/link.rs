@@ -1,73 +1,250 @@
-//! One protocol-2 connection's plumbing, shared by both ends: a writer task
-//! that batches queued frames into the socket, and the table of requests this
+//! One protocol-2 connection's plumbing, shared by both ends: the outbox every
+//! task that talks on the connection writes into, and the table of requests this
 //! end sent that still wait for an answer.
+//!
+//! Sending costs no hand-off to another task: a sender appends its frame to the
+//! outbox and, when nobody is writing, writes the outbox to the socket itself with
+//! non-blocking writes (one vectored `write(2)` for everything queued). A sender
+//! that finds someone writing leaves its frame to them: under load many frames share
+//! a system call. Only when the socket is full does the flusher task take over,
+//! waiting for it to drain. Writes happen in plain functions, never across an
+//! `.await`, so a sender cancelled mid-way can never leave half a frame.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::SinkExt;
-use tokio::io::AsyncWrite;
-use tokio::sync::{mpsc, oneshot};
+use bytes::{Buf, Bytes};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{BadFrame, EncodedFrame, FrameCodec};
+use crate::codec::{BadFrame, EncodedFrame};
 use crate::error::{PluginError, PluginResult};
 use crate::protocol::v2::{ErrorCode, Frame, Message};
 
-/// Frames queued for the writer before senders wait (backpressure).
-const OUTBOUND_QUEUE: usize = 1024;
-/// Bytes the writer gathers before it must flush.
-const WRITE_BATCH: usize = 256 * 1024;
+/// Bytes queued before senders wait (backpressure): the peer is not reading.
+const OUTBOX_LIMIT: usize = 4 * 1024 * 1024;
+/// Pieces handed to one vectored write (Linux takes up to 1024).
+const IOVECS: usize = 64;
 
 type Waiters = HashMap<u64, oneshot::Sender<Frame>>;
+
+/// What waits to be written.
+#[derive(Debug, Default)]
+struct Outbox {
+    pieces: VecDeque<Bytes>,
+    bytes: usize,
+    /// Who writes: while someone does, the others only queue.
+    writer: Writer,
+}
+
+/// Who writes the outbox to the socket: one at a time, so frames keep their order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// Nobody: the next sender writes.
+    #[default]
+    Nobody,
+    /// A sender, right now.
+    Sender,
+    /// The flusher task: the socket was full, and it waits for room.
+    Flusher,
+}
 
 /// The sending half of a connection, shared by every task that talks on it.
 #[derive(Debug)]
 pub(crate) struct Link {
-    outbound: mpsc::Sender<EncodedFrame>,
+    outbox: Mutex<Outbox>,
+    /// The socket's write half; taken (and so shut down) once closed and drained.
+    socket: Mutex<Option<Arc<OwnedWriteHalf>>>,
+    /// Wakes the flusher task: the socket was full, or the link closed.
+    stalled: Notify,
+    /// Wakes senders waiting for room in the outbox.
+    room: Notify,
     waiting: Mutex<Waiters>,
     next_id: AtomicU64,
     closed: CancellationToken,
 }
 
+/// Polls `work` once, in the caller's task; whether it finished. Both ends run what
+/// comes in this way first, and give it a task of its own only when it must wait.
+pub(crate) async fn finished_at_once<F: Future<Output = ()>>(work: Pin<&mut F>) -> bool {
+    let mut work = work;
+    std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx).is_ready())).await
+}
+
+/// What became of a frame given to [`Link::try_send`].
+enum Sent {
+    /// Written, or queued behind the writer, who writes it.
+    Written,
+    /// The link is closed (or its socket failed).
+    Closed,
+    /// The outbox is full: the frame, back.
+    Full(EncodedFrame),
+}
+
+/// Whether a flush wrote everything, or left the rest to the flusher task.
+enum Flushed {
+    All,
+    Stalled,
+    Failed,
+}
+
 impl Link {
-    /// Starts the writer task on `io`; the task ends when the link is closed
-    /// (after writing what was already queued) or the socket fails.
-    pub(crate) fn start<W>(io: W) -> (Arc<Self>, JoinHandle<()>)
-    where
-        W: AsyncWrite + Unpin + Send + 'static,
-    {
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    /// The link writing to `socket`, and its flusher task, which ends once the link
+    /// is closed and what was queued before is written (or the socket failed).
+    pub(crate) fn start(socket: OwnedWriteHalf) -> (Arc<Self>, JoinHandle<()>) {
         let link = Arc::new(Self {
-            outbound: tx,
+            outbox: Mutex::new(Outbox::default()),
+            socket: Mutex::new(Some(Arc::new(socket))),
+            stalled: Notify::new(),
+            room: Notify::new(),
             waiting: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: CancellationToken::new(),
         });
-        let mut sink = FramedWrite::new(io, FrameCodec::new());
-        // Let a burst of frames (even large ones) share one write(2): the
-        // default boundary (8 KiB) flushes before every frame above that.
-        sink.set_backpressure_boundary(WRITE_BATCH);
-        let writer = tokio::spawn(write_loop(rx, sink, link.closed.clone()));
-        (link, writer)
+        let flusher = tokio::spawn(flusher(link.clone()));
+        (link, flusher)
     }
 
-    /// Queues one frame; fails at once if it is too large or the link is closed.
+    /// Writes one frame (or queues it behind the one being written); fails at once if
+    /// it is too large or the link is closed. Waits only while the outbox is full.
     pub(crate) async fn send(&self, message: &Message, body: Bytes) -> PluginResult<()> {
-        let frame = EncodedFrame::from_parts(message, body)?;
-        if self.closed.is_cancelled() {
-            return Err(PluginError::NotConnected);
+        let mut frame = EncodedFrame::from_parts(message, body)?;
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_send(frame) {
+                Sent::Written => return Ok(()),
+                Sent::Closed => return Err(PluginError::NotConnected),
+                Sent::Full(back) => frame = back,
+            }
+            tokio::select! {
+                () = room => {}
+                () = self.closed.cancelled() => return Err(PluginError::NotConnected),
+            }
         }
-        self.outbound
-            .send(frame)
-            .await
-            .map_err(|_| PluginError::NotConnected)
+    }
+
+    /// Queues one frame without waiting, for `Drop` code (a `cancel`); dropped when the
+    /// outbox is full (the peer is not reading anyway) or the link closed.
+    fn send_now(&self, frame: EncodedFrame) {
+        let _ = self.try_send(frame);
+    }
+
+    /// Queues `frame`, and writes the outbox when nobody else is writing it; hands the
+    /// frame back when the outbox is full.
+    fn try_send(&self, frame: EncodedFrame) -> Sent {
+        if self.closed.is_cancelled() {
+            return Sent::Closed;
+        }
+        {
+            let mut outbox = self.outbox();
+            if outbox.bytes >= OUTBOX_LIMIT {
+                return Sent::Full(frame);
+            }
+            outbox.push(frame);
+            if outbox.writer != Writer::Nobody {
+                return Sent::Written;
+            }
+            outbox.writer = Writer::Sender;
+        }
+        match self.flush() {
+            Flushed::All => Sent::Written,
+            Flushed::Stalled => {
+                self.stalled.notify_one();
+                Sent::Written
+            }
+            Flushed::Failed => {
+                self.close();
+                Sent::Closed
+            }
+        }
+    }
+
+    /// Writes the outbox until it is empty (the writer is then nobody) or the socket is
+    /// full (the writer is then the flusher task). Only the writer calls it.
+    fn flush(&self) -> Flushed {
+        let Some(socket) = self.socket() else {
+            return Flushed::Failed;
+        };
+        loop {
+            let mut pieces = {
+                let mut outbox = self.outbox();
+                if outbox.pieces.is_empty() {
+                    outbox.writer = Writer::Nobody;
+                    drop(outbox);
+                    self.room.notify_waiters();
+                    if self.closed.is_cancelled() {
+                        // The flusher may be waiting to shut the socket.
+                        self.stalled.notify_one();
+                    }
+                    return Flushed::All;
+                }
+                outbox.bytes = 0;
+                std::mem::take(&mut outbox.pieces)
+            };
+            // Everything taken goes out before anything queued meanwhile.
+            while !pieces.is_empty() {
+                let slices: Vec<IoSlice<'_>> = pieces
+                    .iter()
+                    .take(IOVECS)
+                    .map(|p| IoSlice::new(p))
+                    .collect();
+                match socket.try_write_vectored(&slices) {
+                    Ok(0) => return Flushed::Failed,
+                    Ok(mut written) => {
+                        while written > 0 {
+                            let Some(first) = pieces.front_mut() else {
+                                break;
+                            };
+                            if first.len() <= written {
+                                written -= first.len();
+                                pieces.pop_front();
+                            } else {
+                                first.advance(written);
+                                written = 0;
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let mut outbox = self.outbox();
+                        outbox.bytes += pieces.iter().map(Bytes::len).sum::<usize>();
+                        while let Some(piece) = pieces.pop_back() {
+                            outbox.pieces.push_front(piece);
+                        }
+                        outbox.writer = Writer::Flusher;
+                        return Flushed::Stalled;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "write to the peer failed");
+                        return Flushed::Failed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The socket's write half, while the link has it.
+    fn socket(&self) -> Option<Arc<OwnedWriteHalf>> {
+        self.socket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sends a request built around a fresh id and waits for its answer.
@@ -187,48 +364,167 @@ impl Drop for Forget<'_> {
         if let Some(cancel) = self.cancel
             && let Ok(frame) = EncodedFrame::from_parts(&cancel(self.id), Bytes::new())
         {
-            // Best effort: a full queue means the peer is not reading anyway.
-            let _ = self.link.outbound.try_send(frame);
+            self.link.send_now(frame);
         }
     }
 }
 
-async fn write_loop<W>(
-    mut queue: mpsc::Receiver<EncodedFrame>,
-    mut sink: FramedWrite<W, FrameCodec>,
-    closed: CancellationToken,
-) where
-    W: AsyncWrite + Unpin,
-{
-    let closing = closed.cancelled();
-    tokio::pin!(closing);
-    loop {
-        let first = tokio::select! {
-            biased;
-            frame = queue.recv() => frame,
-            () = &mut closing => None,
-        };
-        let Some(first) = first else { break };
-        // Everything already queued goes out with one flush: under load many
-        // frames share a write(2).
-        let mut result = sink.feed(first).await;
-        while result.is_ok() {
-            match queue.try_recv() {
-                Ok(frame) => result = sink.feed(frame).await,
-                Err(_) => break,
-            }
-        }
-        if result.is_err() || sink.flush().await.is_err() {
-            closed.cancel();
-            return;
+impl Outbox {
+    fn push(&mut self, frame: EncodedFrame) {
+        let (head, body) = frame.into_wire();
+        self.bytes += head.len();
+        self.pieces.push_back(head);
+        if let Some(body) = body {
+            self.bytes += body.len();
+            self.pieces.push_back(body);
         }
     }
-    // Closed: write what was queued before the close, then stop.
-    queue.close();
-    while let Some(frame) = queue.recv().await {
-        if sink.feed(frame).await.is_err() {
+}
+
+/// Finishes the writes a sender could not (the socket was full), whenever one
+/// stalls; once the link is closed, lets what was queued before be written and
+/// shuts the socket's write side.
+async fn flusher(link: Arc<Link>) {
+    loop {
+        let stalled = link.stalled.notified();
+        tokio::pin!(stalled);
+        stalled.as_mut().enable();
+        let writer = link.outbox().writer;
+        match writer {
+            Writer::Flusher => {}
+            Writer::Nobody if link.closed.is_cancelled() => break,
+            // Nothing to do, or a sender writing (it wakes us once done, if closed).
+            Writer::Nobody | Writer::Sender => {
+                tokio::select! {
+                    () = stalled => {}
+                    () = link.closed.cancelled() => {}
+                }
+                continue;
+            }
+        }
+        // Ours to write: wait for room in the socket, then write.
+        let Some(socket) = link.socket() else { break };
+        if socket.writable().await.is_err() {
+            break;
+        }
+        drop(socket);
+        if let Flushed::Failed = link.flush() {
             break;
         }
     }
-    let _ = sink.flush().await;
+    link.close();
+    // Dropping the write half shuts the socket's write side: the peer reads the end.
+    drop(
+        link.socket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::FrameCodec;
+    use futures_util::StreamExt;
+    use tokio_util::codec::FramedRead;
+
+    fn pair() -> (
+        Arc<Link>,
+        JoinHandle<()>,
+        FramedRead<tokio::net::UnixStream, FrameCodec>,
+    ) {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (_read, write) = ours.into_split();
+        let (link, flusher) = Link::start(write);
+        // `_read` dropped: nothing reads from the peer, which is fine for these tests.
+        (link, flusher, FramedRead::new(theirs, FrameCodec::new()))
+    }
+
+    fn ping(id: u64) -> Message {
+        Message::Ping { id }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn frames_from_many_senders_arrive_whole_and_each_sender_s_in_order() {
+        let (link, _flusher, mut peer) = pair();
+        let senders: Vec<_> = (0..16u64)
+            .map(|s| {
+                let link = link.clone();
+                tokio::spawn(async move {
+                    for i in 0..200u64 {
+                        // Bodies small and large, so some go out as a piece of their own.
+                        let body = Bytes::from(vec![s as u8; if i % 7 == 0 { 20_000 } else { 10 }]);
+                        link.send(&ping(s * 1000 + i), body).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut next = [0u64; 16];
+        for _ in 0..16 * 200 {
+            let frame = peer.next().await.unwrap().unwrap().unwrap();
+            let id = frame.message.id().unwrap();
+            let (s, i) = ((id / 1000) as usize, id % 1000);
+            assert_eq!(i, next[s], "sender {s}'s frames out of order");
+            next[s] += 1;
+            assert!(
+                frame.body.iter().all(|b| *b == s as u8),
+                "a body mixed with another"
+            );
+        }
+        for sender in senders {
+            sender.await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_does_not_read_holds_senders_back_and_loses_nothing() {
+        let (link, _flusher, mut peer) = pair();
+        let body = Bytes::from(vec![7u8; 256 * 1024]);
+        let sent = Arc::new(AtomicU64::new(0));
+        let sender = {
+            let (link, body, sent) = (link.clone(), body.clone(), sent.clone());
+            tokio::spawn(async move {
+                for i in 0..64 {
+                    link.send(&ping(i), body.clone()).await.unwrap();
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // 16 MiB to send; the outbox holds about 4 MiB, the socket a little more.
+        let held = sent.load(Ordering::SeqCst);
+        assert!(
+            held < 40,
+            "{held} frames of 256 KiB sent to a peer that reads nothing"
+        );
+        assert!(link.outbox().bytes <= OUTBOX_LIMIT + body.len() + 64);
+        for i in 0..64 {
+            let frame = peer.next().await.unwrap().unwrap().unwrap();
+            assert_eq!(frame.message.id(), Some(i));
+            assert_eq!(frame.body, body);
+        }
+        sender.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn closing_writes_what_was_queued_then_the_peer_reads_the_end() {
+        let (link, flusher, mut peer) = pair();
+        for i in 0..3 {
+            link.send(&ping(i), Bytes::new()).await.unwrap();
+        }
+        link.close();
+        assert!(matches!(
+            link.send(&ping(9), Bytes::new()).await,
+            Err(PluginError::NotConnected)
+        ));
+        flusher.await.unwrap();
+        for i in 0..3 {
+            assert_eq!(
+                peer.next().await.unwrap().unwrap().unwrap().message.id(),
+                Some(i)
+            );
+        }
+        assert!(peer.next().await.is_none(), "the peer reads the end");
+    }
 }

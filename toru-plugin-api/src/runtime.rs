@@ -196,6 +196,17 @@ impl<P: ToruPlugin> PluginServer<P> {
         })
     }
 
+    /// Answers the checker's conventions (docs/PROTOCOL.md 9.3) whatever the
+    /// environment says, as under `toructl plugins check`: for a plugin's own tests
+    /// that replay the scenarios of `conformance/` against it.
+    #[must_use]
+    pub fn answering_checker_conventions(mut self) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.checking = true;
+        }
+        self
+    }
+
     /// Serves host connections until the host sends `shutdown` or `signal`
     /// resolves; then stops accepting, lets in-flight requests finish within
     /// the deadline, removes the socket and returns.
@@ -286,6 +297,8 @@ struct Shared<P> {
     deadline: Mutex<Duration>,
     /// Why the plugin must exit non-zero (its `init` failed).
     fatal: Mutex<Option<PluginError>>,
+    /// Whether the checker's conventions are answered (`TORU_CHECK=1`).
+    checking: bool,
 }
 
 impl<P: ToruPlugin> Shared<P> {
@@ -298,6 +311,7 @@ impl<P: ToruPlugin> Shared<P> {
             done: CancellationToken::new(),
             deadline: Mutex::new(SIGNAL_SHUTDOWN_DEADLINE),
             fatal: Mutex::new(None),
+            checking: std::env::var_os(CHECK_ENV).is_some_and(|v| v == "1"),
         }
     }
 
@@ -591,6 +605,9 @@ impl Connection {
         }
     }
 
+    /// Runs the handler for request `id`: polled once here, in the reader, so that
+    /// one that needs no waiting is answered at once, without a task of its own; one
+    /// that must wait goes on as a task, and the reader reads on.
     async fn spawn_handler<P: ToruPlugin>(
         &self,
         id: u64,
@@ -598,52 +615,7 @@ impl Connection {
         plugin: Arc<P>,
         shared: &Shared<P>,
     ) {
-        let duplicate = {
-            let mut in_flight = lock(&self.in_flight);
-            if in_flight.contains_key(&id) {
-                true
-            } else {
-                let link = self.link.clone();
-                let map = self.in_flight.clone();
-                let kv = shared.kv.clone();
-                // Spawned with the table locked, so the handler's own removal
-                // below cannot run before its insertion.
-                let handle = shared.handlers.spawn(async move {
-                    let response = match checked(&kv, &request).await {
-                        Some(response) => response,
-                        None => invoke(&*plugin, request).await,
-                    };
-                    lock(&map).remove(&id);
-                    let message = Message::HttpResponse {
-                        id,
-                        status: response.status,
-                        headers: response.headers,
-                    };
-                    let sent = match link.send(&message, response.body).await {
-                        Err(PluginError::TooLarge { len, max }) => {
-                            error!(id, len, max, "response too large for one frame; answering 500");
-                            let too_large = HttpResponse::error(
-                                500,
-                                format!("the plugin's response of {len} bytes exceeds the {max}-byte frame limit"),
-                            );
-                            let message = Message::HttpResponse {
-                                id,
-                                status: too_large.status,
-                                headers: too_large.headers,
-                            };
-                            link.send(&message, too_large.body).await
-                        }
-                        other => other,
-                    };
-                    if let Err(e) = sent {
-                        warn!(id, error = %e, "response not sent");
-                    }
-                });
-                in_flight.insert(id, handle.abort_handle());
-                false
-            }
-        };
-        if duplicate {
+        if lock(&self.in_flight).contains_key(&id) {
             warn!(id, "request id already in flight; refused");
             let reply = Message::error(
                 Some(id),
@@ -651,7 +623,31 @@ impl Connection {
                 format!("request id {id} is already in flight"),
             );
             self.reply(reply).await;
+            return;
         }
+        let link = self.link.clone();
+        let map = self.in_flight.clone();
+        let kv = shared.kv.clone();
+        let checking = shared.checking;
+        let mut work = Box::pin(async move {
+            let response = match checked(checking, &kv, &request).await {
+                Some(response) => response,
+                None => invoke(&*plugin, request).await,
+            };
+            lock(&map).remove(&id);
+            answer(&link, id, response).await;
+        });
+        let started = std::time::Instant::now();
+        let ready = crate::link::finished_at_once(work.as_mut()).await;
+        held_up(started.elapsed());
+        if ready {
+            return;
+        }
+        // Spawned with the table locked, so that the handler's own removal above
+        // cannot run before its insertion.
+        let mut in_flight = lock(&self.in_flight);
+        let handle = shared.handlers.spawn(work);
+        in_flight.insert(id, handle.abort_handle());
     }
 
     async fn reply(&self, message: Message) {
@@ -674,18 +670,34 @@ pub const CHECK_ENV: &str = "TORU_CHECK";
 const CHECK_ECHO: &str = "/.well-known/toru-check/echo";
 /// The checker's storage round trip.
 const CHECK_KV: &str = "/.well-known/toru-check/kv";
+/// The longest `wait_ms` the echo convention honours.
+const CHECK_MAX_WAIT_MS: u64 = 10_000;
 
 /// The answer to one of the checker's conventions, when the checker runs this plugin.
-async fn checked(kv: &PluginKvStore, request: &HttpRequest) -> Option<HttpResponse> {
-    static CHECKING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*CHECKING.get_or_init(|| std::env::var_os(CHECK_ENV).is_some_and(|v| v == "1")) {
+async fn checked(
+    checking: bool,
+    kv: &PluginKvStore,
+    request: &HttpRequest,
+) -> Option<HttpResponse> {
+    if !checking {
         return None;
     }
     match (request.method.as_str(), request.path_only()) {
-        ("POST", CHECK_ECHO) => Some(HttpResponse::bytes(
-            "application/octet-stream",
-            request.body.clone(),
-        )),
+        ("POST", CHECK_ECHO) => {
+            // `?wait_ms=N` keeps it in flight a while, for the scenarios that need one.
+            let wait = request
+                .query_param("wait_ms")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .unwrap_or(0);
+            // Not even a zero sleep without one: tokio's timer would round it up to 1 ms.
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait.min(CHECK_MAX_WAIT_MS))).await;
+            }
+            Some(HttpResponse::bytes(
+                "application/octet-stream",
+                request.body.clone(),
+            ))
+        }
         ("POST", CHECK_KV) => Some(match check_kv(kv, &request.body).await {
             Ok(value) => HttpResponse::bytes("application/octet-stream", value),
             Err(e) => HttpResponse::error(500, e.to_string()),
@@ -715,6 +727,54 @@ async fn check_kv(kv: &PluginKvStore, body: &Bytes) -> PluginResult<Bytes> {
         return Err(PluginError::other("an empty key was accepted"));
     }
     Ok(value)
+}
+
+/// How long a handler may compute before its first `.await` without a warning: that
+/// time holds up every other request and ping of the connection.
+const HOLD_UP_WARNING: Duration = Duration::from_millis(20);
+
+/// Warns (once per process) when a handler's first poll held the reader up.
+fn held_up(took: Duration) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if took > HOLD_UP_WARNING && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        warn!(
+            took_ms = took.as_millis() as u64,
+            "a request handler computed for this long before its first .await, holding up the \
+             connection's other requests: move long computations to tokio::task::spawn_blocking"
+        );
+    }
+}
+
+/// Sends `response` as the answer to request `id`; one too large for a frame is
+/// answered 500 instead.
+async fn answer(link: &Link, id: u64, response: HttpResponse) {
+    let message = Message::HttpResponse {
+        id,
+        status: response.status,
+        headers: response.headers,
+    };
+    let sent = match link.send(&message, response.body).await {
+        Err(PluginError::TooLarge { len, max }) => {
+            error!(
+                id,
+                len, max, "response too large for one frame; answering 500"
+            );
+            let too_large = HttpResponse::error(
+                500,
+                format!("the plugin's response of {len} bytes exceeds the {max}-byte frame limit"),
+            );
+            let message = Message::HttpResponse {
+                id,
+                status: too_large.status,
+                headers: too_large.headers,
+            };
+            link.send(&message, too_large.body).await
+        }
+        other => other,
+    };
+    if let Err(e) = sent {
+        warn!(id, error = %e, "response not sent");
+    }
 }
 
 /// Runs the handler; errors and panics become error responses.

@@ -517,3 +517,26 @@ async fn an_init_for_protocol_1_is_refused() {
     );
     assert!(peer.closed().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_computes_before_any_await_holds_up_the_connection_but_loses_nothing() {
+    // Handlers start in the connection's reader: one that answers without waiting
+    // costs no task switch, and one that blocks holds the others back until it is done.
+    let running = start(TestPlugin::default()).await;
+    let host = Arc::new(connect(&running, Arc::default()).await);
+    let spin = {
+        let host = host.clone();
+        tokio::spawn(async move { host.http(get("/spin?ms=200"), LONG).await })
+    };
+    let quick: Vec<_> = (0..10)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move { host.http(get(&format!("/sleep?ms=0&tag={i}")), LONG).await })
+        })
+        .collect();
+    assert_eq!(spin.await.unwrap().unwrap().body, "spun");
+    for (i, call) in quick.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap().unwrap().body, i.to_string());
+    }
+    host.ping(Duration::from_secs(5)).await.unwrap();
+}

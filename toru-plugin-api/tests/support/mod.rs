@@ -51,6 +51,12 @@ impl ToruPlugin for TestPlugin {
         let ctx = self.ctx.as_ref().expect("init ran");
         let param = |name: &str| req.query_param(name).unwrap_or_default();
         match req.path_only() {
+            // Computes (blocks the thread) before answering, with no `.await`.
+            "/spin" => {
+                let ms: u64 = param("ms").parse().unwrap_or(0);
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(HttpResponse::text("spun"))
+            }
             "/sleep" => {
                 let ms: u64 = param("ms").parse().unwrap_or(0);
                 tokio::time::sleep(Duration::from_millis(ms)).await;

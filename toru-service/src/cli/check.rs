@@ -10,20 +10,22 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::process::Child;
+use toru_plugin_api::conformance;
 use toru_plugin_api::host::{HostConnection, InitParams, MemoryKv};
 use toru_plugin_api::{HttpRequest, PluginMetadata};
 
 use super::error::CliError;
 use super::output::{Out, Paint};
 use crate::plugins::discovery::read_metadata;
+use crate::plugins::isolation::Isolation;
 use crate::plugins::link::LegacyLink;
 use crate::plugins::process::{PluginEnv, kill_group, spawn};
 
-/// The instance id the checker gives the plugin.
-const INSTANCE: &str = "00000000-0000-4000-8000-00000000c4ec";
+/// The instance id the checker gives the plugin unless told another.
+pub(crate) const INSTANCE: &str = "00000000-0000-4000-8000-00000000c4ec";
 /// How long `--metadata` may take (torud's default).
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the socket may take to accept (torud's default start timeout).
@@ -90,8 +92,22 @@ impl Report {
     }
 }
 
+/// How to run the plugin under test.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// The protocol to hold it to; by default what its metadata says.
+    pub(crate) protocol: Option<u32>,
+    /// The licence line to give it, as torud gives an installed one.
+    pub(crate) license: Option<String>,
+    /// The instance id it is told.
+    pub(crate) instance: String,
+    /// Whether it runs in the namespaces torud gives plugins with
+    /// `isolate_plugins = true`.
+    pub(crate) isolate: bool,
+}
+
 /// Runs every rule against the executable at `path`.
-pub(crate) async fn check(path: &Path, protocol: Option<u32>) -> Report {
+pub(crate) async fn check(path: &Path, options: &Options) -> Report {
     let mut report = Report::default();
     // torud runs plugins by absolute path, from their own folder.
     let path = match std::fs::canonicalize(path) {
@@ -123,15 +139,15 @@ pub(crate) async fn check(path: &Path, protocol: Option<u32>) -> Report {
         }
     };
     report.plugin.clone_from(&metadata.id);
-    report.protocol = protocol.unwrap_or(metadata.protocol.unwrap_or(1));
+    report.protocol = options.protocol.unwrap_or(metadata.protocol.unwrap_or(1));
     let Ok(dir) = tempfile::Builder::new().prefix("toru-check-").tempdir() else {
         report.fail("socket", "cannot make a temporary folder");
         return report;
     };
     if report.protocol >= 2 {
-        check_v2(path, &metadata, dir.path(), &mut report).await;
+        check_v2(path, &metadata, options, dir.path(), &mut report).await;
     } else {
-        check_v1(path, &metadata, dir.path(), &mut report).await;
+        check_v1(path, &metadata, options, dir.path(), &mut report).await;
     }
     report
 }
@@ -154,11 +170,13 @@ impl Drop for Running {
 async fn start(
     path: &Path,
     metadata: &PluginMetadata,
+    options: &Options,
     dir: &Path,
     report: &mut Report,
 ) -> Option<Running> {
     use std::os::unix::fs::DirBuilderExt;
-    let home = dir.join("plugins").join(&metadata.id);
+    // As torud lays it out: RUNTIME_DIR/plugins/ID/ID.sock, the state elsewhere.
+    let home = dir.join("run").join("plugins").join(&metadata.id);
     let _ = std::fs::remove_dir_all(&home);
     if std::fs::DirBuilder::new()
         .recursive(true)
@@ -173,12 +191,23 @@ async fn start(
     let env = PluginEnv {
         socket: &socket,
         plugin_id: &metadata.id,
-        instance_id: INSTANCE,
+        instance_id: &options.instance,
         home: &home,
-        license: None,
+        license: options.license.as_deref(),
         checked: true,
     };
-    let mut child = match spawn(path, &env, None, None).await {
+    let isolation = if options.isolate {
+        match isolation(dir, &home) {
+            Ok(isolation) => Some(isolation),
+            Err(e) => {
+                report.fail("socket", format!("cannot isolate the plugin: {e}"));
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    let mut child = match spawn(path, &env, None, isolation).await {
         Ok(child) => child,
         Err(e) => {
             report.fail("socket", format!("cannot start {}: {e}", path.display()));
@@ -248,6 +277,27 @@ async fn start(
     Some(running)
 }
 
+/// torud's namespaces for a plugin (`isolate_plugins`), with the check's `run` folder
+/// as torud's runtime folder and an empty `state` folder beside it.
+fn isolation(dir: &Path, home: &Path) -> Result<Isolation, String> {
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).map_err(|e| format!("{}: {e}", state.display()))?;
+    let runtime = dir.join("run");
+    let mut table = toml::Table::new();
+    for (key, path) in [
+        ("runtime_dir", runtime.as_path()),
+        ("state_dir", state.as_path()),
+    ] {
+        let path = path
+            .to_str()
+            .ok_or("the temporary folder's name is not UTF-8")?;
+        table.insert(key.into(), path.into());
+    }
+    let settings = crate::config::parse(&table.to_string(), &crate::config::SystemdDirs::default())
+        .map_err(|e| e.to_string())?;
+    Isolation::new(&settings, home).map_err(|e| e.to_string())
+}
+
 /// The socket's mode, as the rule `socket` says it.
 fn socket_mode(socket: &Path, accepting: Duration, report: &mut Report) {
     use std::os::unix::fs::PermissionsExt;
@@ -272,14 +322,21 @@ fn socket_mode(socket: &Path, accepting: Duration, report: &mut Report) {
     }
 }
 
-async fn check_v2(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &mut Report) {
-    let Some(mut running) = start(path, metadata, dir, report).await else {
+async fn check_v2(
+    path: &Path,
+    metadata: &PluginMetadata,
+    options: &Options,
+    dir: &Path,
+    report: &mut Report,
+) {
+    let Some(mut running) = start(path, metadata, options, dir, report).await else {
         return;
     };
     let kv = Arc::new(MemoryKv::default());
     let init = InitParams {
-        instance_id: INSTANCE.to_owned(),
+        instance_id: options.instance.clone(),
         plugin_id: metadata.id.clone(),
+        license: options.license.clone(),
         ..InitParams::default()
     };
     let host = match UnixStream::connect(&running.socket).await {
@@ -293,16 +350,109 @@ async fn check_v2(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &m
             host
         }
         Err(e) => {
-            report.fail("init", format!("expected `init_ok`; got: {e}"));
+            report.fail(
+                "init",
+                format!(
+                    "expected `init_ok`; got: {e}{}",
+                    license_hint(metadata, options)
+                ),
+            );
             return;
         }
     };
 
+    let host = Arc::new(host);
+    // What the scenarios' `init` frames say instead of their own.
+    let replayed_init = serde_json::json!({
+        "plugin_id": metadata.id,
+        "instance_id": options.instance,
+        "license": options.license,
+    });
+    let conventions = exchanges(&host, &kv, &running.socket, &replayed_init, report).await;
+
+    // `shutdown` with a deadline: the request in flight finished, exit 0 within it,
+    // socket gone. Without the echo convention there is no request to keep in flight.
+    let started = Instant::now();
+    let sent = if conventions.contains(&"echo") {
+        replay_bounded(&running.socket, &replayed_init, &SHUTDOWN)
+            .await
+            .map_err(|e| format!("conformance/shutdown.jsonl: {e}"))
+    } else {
+        host.shutdown(SHUTDOWN_DEADLINE)
+            .await
+            .map_err(|e| format!("cannot send `shutdown`: {e}"))
+    };
+    match sent {
+        Ok(()) => {
+            exited(&mut running, "shutdown", SHUTDOWN_DEADLINE, started, report).await;
+            if conventions.contains(&"echo") {
+                for finding in &mut report.findings {
+                    if finding.rule == "shutdown" && finding.verdict != Verdict::Fail {
+                        finding.detail = format!(
+                            "conformance/shutdown.jsonl replayed (the request in flight answered, new ones refused, pings answered); {}",
+                            finding.detail
+                        );
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            report.fail("shutdown", e);
+            // Whatever became of it, what it left behind is still a rule.
+            let mut after = Report::default();
+            exited(
+                &mut running,
+                "shutdown",
+                SHUTDOWN_DEADLINE,
+                started,
+                &mut after,
+            )
+            .await;
+            report
+                .findings
+                .extend(after.findings.into_iter().filter(|f| f.rule == "leftovers"));
+        }
+    }
+    drop(host);
+    drop(running);
+
+    // SIGTERM on a fresh start: as a `shutdown` with a 10 s deadline.
+    let mut quiet = Report::default();
+    let Some(mut running) = start(path, metadata, options, dir, &mut quiet).await else {
+        report.fail("sigterm", "the plugin did not start a second time");
+        return;
+    };
+    let started = Instant::now();
+    crate::plugins::process::signal_group(running.child.id(), nix::sys::signal::Signal::SIGTERM);
+    exited(
+        &mut running,
+        "sigterm",
+        Duration::from_secs(10),
+        started,
+        report,
+    )
+    .await;
+}
+
+/// The rules spoken over the host connection, in order; the checker's conventions
+/// the plugin answers. A plugin that stops answering `ping` ends them: the rest are
+/// reported not run, rather than each waiting out its own timeout.
+async fn exchanges(
+    host: &Arc<HostConnection>,
+    kv: &MemoryKv,
+    socket: &Path,
+    init: &serde_json::Value,
+    report: &mut Report,
+) -> Vec<&'static str> {
+    let mut conventions = Vec::new();
     let answer = host
         .http(HttpRequest::new("GET", "/"), ANSWER_TIMEOUT)
         .await
-        .map_err(|e| e.to_string());
+        .map_err(|e| said(host, &e));
     http_rule(answer, report);
+    if let Some(why) = unresponsive(host).await {
+        return not_run(report, &why, conventions);
+    }
 
     let body: Bytes = (0..=255u8).cycle().take(4096).collect::<Vec<u8>>().into();
     let mut echo = HttpRequest::new("POST", ECHO_PATH);
@@ -319,10 +469,13 @@ async fn check_v2(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &m
             Verdict::NotExercised,
             format!("the plugin does not answer {ECHO_PATH} (the checker's echo convention)"),
         ),
-        Ok(answer) if answer.status == 200 && answer.body == body => report.pass(
-            "http.binary",
-            "4096 bytes of every byte value came back intact",
-        ),
+        Ok(answer) if answer.status == 200 && answer.body == body => {
+            conventions.push("echo");
+            report.pass(
+                "http.binary",
+                "4096 bytes of every byte value came back intact",
+            );
+        }
         Ok(answer) => report.fail(
             "http.binary",
             format!(
@@ -336,15 +489,21 @@ async fn check_v2(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &m
                 }
             ),
         ),
-        Err(e) => report.fail("http.binary", format!("expected an answer; got: {e}")),
+        Err(e) => report.fail(
+            "http.binary",
+            format!("expected an answer; got: {}", said(host, &e)),
+        ),
+    }
+
+    if let Some(why) = unresponsive(host).await {
+        return not_run(report, &why, conventions);
     }
 
     // Many at once, and a ping among them: answered by the reader, at once.
-    let host = Arc::new(host);
     let started = Instant::now();
     let calls: Vec<_> = (0..IN_FLIGHT)
         .map(|i| {
-            let host = host.clone();
+            let host = Arc::clone(host);
             tokio::spawn(async move {
                 host.http(
                     HttpRequest::new("GET", format!("/?toru-check={i}")),
@@ -372,7 +531,7 @@ async fn check_v2(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &m
     for call in calls {
         match call.await {
             Ok(Ok(_)) => answered += 1,
-            Ok(Err(e)) => failed = Some(e.to_string()),
+            Ok(Err(e)) => failed = Some(said(host, &e)),
             Err(e) => failed = Some(e.to_string()),
         }
     }
@@ -390,6 +549,10 @@ async fn check_v2(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &m
         ),
     }
 
+    if let Some(why) = unresponsive(host).await {
+        return not_run(report, &why, conventions);
+    }
+
     let mut kv_call = HttpRequest::new("POST", KV_PATH);
     kv_call.body = Bytes::from_static(b"toru-check value");
     match host.http(kv_call, ANSWER_TIMEOUT).await {
@@ -403,6 +566,7 @@ async fn check_v2(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &m
             if stored.as_deref() == Some(&b"toru-check value"[..])
                 && answer.body == "toru-check value"
             {
+                conventions.push("kv");
                 report.pass(
                     "kv",
                     "set, get, list and delete answered from the host's store",
@@ -418,7 +582,7 @@ async fn check_v2(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &m
             }
         }
         Ok(answer) => report.fail("kv", format!("expected 2xx; got {}", answer.status)),
-        Err(e) => report.fail("kv", format!("expected an answer; got: {e}")),
+        Err(e) => report.fail("kv", format!("expected an answer; got: {}", said(host, &e))),
     }
 
     // A request given up on at once: the plugin gets `cancel`, and goes on.
@@ -433,34 +597,73 @@ async fn check_v2(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &m
         ),
     }
 
-    bad_input(&running.socket, metadata, report).await;
-
-    // `shutdown` with a deadline: exit 0 within it, socket gone.
-    let started = Instant::now();
-    if let Err(e) = host.shutdown(SHUTDOWN_DEADLINE).await {
-        report.fail("shutdown", format!("cannot send `shutdown`: {e}"));
-    } else {
-        exited(&mut running, "shutdown", SHUTDOWN_DEADLINE, started, report).await;
+    if let Some(why) = unresponsive(host).await {
+        return not_run(report, &why, conventions);
     }
-    drop(host);
-    drop(running);
+    bad_input(socket, init, report).await;
+    replays(socket, init, &conventions, report).await;
+    conventions
+}
 
-    // SIGTERM on a fresh start: as a `shutdown` with a 10 s deadline.
-    let mut quiet = Report::default();
-    let Some(mut running) = start(path, metadata, dir, &mut quiet).await else {
-        report.fail("sigterm", "the plugin did not start a second time");
-        return;
-    };
-    let started = Instant::now();
-    crate::plugins::process::signal_group(running.child.id(), nix::sys::signal::Signal::SIGTERM);
-    exited(
-        &mut running,
-        "sigterm",
-        Duration::from_secs(10),
-        started,
-        report,
-    )
-    .await;
+/// The rules of [`exchanges`], in order.
+const EXCHANGES: [&str; 11] = [
+    "http",
+    "http.binary",
+    "ping",
+    "concurrency",
+    "kv",
+    "cancel",
+    "bad_input",
+    "replay.http_echo",
+    "replay.kv",
+    "replay.duplicate_id",
+    "replay.cancel",
+];
+
+/// Why the plugin no longer answers on `host`, if it does not: it does not answer a
+/// `ping` in time, or the connection is gone.
+async fn unresponsive(host: &HostConnection) -> Option<String> {
+    let e = host.ping(PING_TIMEOUT).await.err()?;
+    Some(format!(
+        "the plugin stopped answering (`ping`: {})",
+        said(host, &e)
+    ))
+}
+
+/// Reports the rules of [`exchanges`] not reached yet as not run, saying why.
+fn not_run(report: &mut Report, why: &str, conventions: Vec<&'static str>) -> Vec<&'static str> {
+    let mut said = false;
+    for rule in EXCHANGES {
+        if !report.findings.iter().any(|f| f.rule == rule) {
+            let detail = if said {
+                "not run (as above)".to_owned()
+            } else {
+                format!("not run: {why}")
+            };
+            report.add(rule, Verdict::NotExercised, detail);
+            said = true;
+        }
+    }
+    conventions
+}
+
+/// An error from a call to the plugin, with what was wrong with its frames if anything.
+fn said(host: &HostConnection, e: &toru_plugin_api::PluginError) -> String {
+    match host.trouble() {
+        Some(trouble) => format!("{e} ({trouble})"),
+        None => e.to_string(),
+    }
+}
+
+/// For a plugin that declares a licence key and was given no licence: how to give one.
+fn license_hint(metadata: &PluginMetadata, options: &Options) -> String {
+    match &metadata.license {
+        Some(spec) if spec.required && options.license.is_none() => format!(
+            " (the plugin requires a licence: give one with --license FILE, made for instance {})",
+            options.instance
+        ),
+        _ => String::new(),
+    }
 }
 
 /// The rule `http`: `GET /` answered with a final status.
@@ -523,10 +726,21 @@ async fn exited(
             ),
         ),
         Ok(Err(e)) => report.fail(rule, format!("cannot wait for it: {e}")),
-        Err(_) => report.fail(
-            rule,
-            format!("expected an exit within {within:?}; it still ran"),
-        ),
+        Err(_) => {
+            report.fail(
+                rule,
+                format!("expected an exit within {within:?}; it still ran (killed now)"),
+            );
+            kill_group(pid);
+            if rule == "shutdown" {
+                report.add(
+                    "leftovers",
+                    Verdict::NotExercised,
+                    "not checked: the plugin did not exit by itself, so its process group was killed",
+                );
+            }
+            return;
+        }
     }
     let left = pid
         .and_then(|p| i32::try_from(p).ok())
@@ -545,33 +759,47 @@ async fn exited(
     }
 }
 
-/// The conformance scenarios (conformance/ at the top of the repository) the checker
-/// replays, each on a connection of its own: the exact frames both sides send.
-const SCENARIOS: [(&str, &str); 3] = [
-    (
-        "init.jsonl",
-        include_str!("../../../conformance/init.jsonl"),
-    ),
-    (
-        "bad_input.jsonl",
-        include_str!("../../../conformance/bad_input.jsonl"),
-    ),
-    (
-        "first_message.jsonl",
-        include_str!("../../../conformance/first_message.jsonl"),
-    ),
+/// A conformance scenario (conformance/ at the top of the repository): the exact
+/// frames both sides send, replayed on a connection of its own.
+struct Scenario {
+    name: &'static str,
+    text: &'static str,
+}
+
+macro_rules! scenario {
+    ($name:literal) => {
+        Scenario {
+            name: $name,
+            text: include_str!(concat!("../../../conformance/", $name, ".jsonl")),
+        }
+    };
+}
+
+/// What the rule `bad_input` replays: no route of the plugin's is needed.
+const BAD_INPUT: [Scenario; 3] = [
+    scenario!("init"),
+    scenario!("bad_input"),
+    scenario!("first_message"),
 ];
 
+/// Replayed each as a rule of its own, `replay.NAME`, when the plugin answers the
+/// convention the scenario's first line `requires`.
+const REPLAYED: [(&str, Scenario); 4] = [
+    ("replay.http_echo", scenario!("http_echo")),
+    ("replay.kv", scenario!("kv")),
+    ("replay.duplicate_id", scenario!("duplicate_id")),
+    ("replay.cancel", scenario!("cancel")),
+];
+
+/// Replayed last, as the rule `shutdown`: it stops the plugin.
+const SHUTDOWN: Scenario = scenario!("shutdown");
+
 /// Replays every scenario; the rule `bad_input` says how they went.
-async fn bad_input(socket: &Path, metadata: &PluginMetadata, report: &mut Report) {
+async fn bad_input(socket: &Path, init: &serde_json::Value, report: &mut Report) {
     let mut wrong = Vec::new();
-    for (name, text) in SCENARIOS {
-        let outcome =
-            tokio::time::timeout(ANSWER_TIMEOUT, replay(socket, &metadata.id, text)).await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => wrong.push(format!("{name}: {e}")),
-            Err(_) => wrong.push(format!("{name}: no answer within {ANSWER_TIMEOUT:?}")),
+    for scenario in &BAD_INPUT {
+        if let Err(e) = replay_bounded(socket, init, scenario).await {
+            wrong.push(format!("{}: {e}", scenario.name));
         }
     }
     if wrong.is_empty() {
@@ -584,93 +812,65 @@ async fn bad_input(socket: &Path, metadata: &PluginMetadata, report: &mut Report
     }
 }
 
-/// One scenario on a new connection; the first frame that differs, as an error.
-async fn replay(socket: &Path, plugin_id: &str, scenario: &str) -> Result<(), String> {
-    let mut stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    for line in scenario.lines().filter(|l| !l.trim().is_empty()) {
-        let mut step: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("scenario line {line:?}: {e}"))?;
-        match step["from"].as_str() {
-            Some("host") => {
-                let bytes = match step["raw_hex"].as_str() {
-                    Some(hex) => from_hex(hex).ok_or_else(|| format!("bad hex in {line}"))?,
-                    None => {
-                        if step["header"]["type"] == "init" {
-                            step["header"]["plugin_id"] = plugin_id.into();
-                        }
-                        frame(&step["header"])
-                    }
-                };
-                stream
-                    .write_all(&bytes)
-                    .await
-                    .map_err(|e| format!("the connection broke: {e}"))?;
-            }
-            Some("plugin") if step["closes"] == true => {
-                match tokio::time::timeout(PING_TIMEOUT * 5, read_frame(&mut stream)).await {
-                    Ok(Err(_)) => {}
-                    Ok(Ok(got)) => {
-                        return Err(format!("expected the connection closed; got {got}"));
-                    }
-                    Err(_) => {
-                        return Err("expected the connection closed; it stayed open".to_owned());
-                    }
-                }
-            }
-            Some("plugin") => {
-                let got = read_frame(&mut stream)
-                    .await
-                    .map_err(|e| format!("expected {}; {e}", step["header"]))?;
-                let expected = step["header"].as_object().cloned().unwrap_or_default();
-                let same = expected.iter().all(|(k, v)| &got[k] == v)
-                    && (got["type"] != "error" || got["message"].is_string());
-                if !same {
-                    return Err(format!("expected {}; got {got}", step["header"]));
-                }
-            }
-            _ => {}
+/// The scenarios that need the checker's conventions, each a rule; `answered` says
+/// which conventions the plugin answers.
+async fn replays(socket: &Path, init: &serde_json::Value, answered: &[&str], report: &mut Report) {
+    for (rule, scenario) in &REPLAYED {
+        let requires = conformance::requires(scenario.text);
+        if let Some(convention) = requires.as_deref().filter(|c| !answered.contains(c)) {
+            report.add(
+                rule,
+                Verdict::NotExercised,
+                format!(
+                    "conformance/{}.jsonl needs the {convention} convention, which the plugin does not answer",
+                    scenario.name
+                ),
+            );
+            continue;
+        }
+        match replay_bounded(socket, init, scenario).await {
+            Ok(()) => report.pass(
+                rule,
+                format!(
+                    "conformance/{}.jsonl replayed frame for frame",
+                    scenario.name
+                ),
+            ),
+            Err(e) => report.fail(rule, format!("conformance/{}.jsonl: {e}", scenario.name)),
         }
     }
-    Ok(())
 }
 
-fn from_hex(hex: &str) -> Option<Vec<u8>> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn frame(header: &serde_json::Value) -> Vec<u8> {
-    let head = header.to_string().into_bytes();
-    let n = u32::try_from(4 + head.len()).unwrap_or(u32::MAX);
-    let h = u32::try_from(head.len()).unwrap_or(u32::MAX);
-    [&n.to_be_bytes()[..], &h.to_be_bytes()[..], &head].concat()
-}
-
-/// The next frame's header (bodies are dropped); an error for one over 16 MiB.
-async fn read_frame(stream: &mut UnixStream) -> std::io::Result<serde_json::Value> {
-    let n = stream.read_u32().await? as usize;
-    if !(4..=16 * 1024 * 1024).contains(&n) {
-        return Err(std::io::Error::other(format!("a frame of length {n}")));
+async fn replay_bounded(
+    socket: &Path,
+    init: &serde_json::Value,
+    scenario: &Scenario,
+) -> Result<(), String> {
+    let replayed = async {
+        let mut stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        conformance::replay(&mut stream, init, scenario.text)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(ANSWER_TIMEOUT, replayed).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("no answer within {ANSWER_TIMEOUT:?}")),
     }
-    let mut payload = vec![0u8; n];
-    stream.read_exact(&mut payload).await?;
-    let h = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
-    let head = payload
-        .get(4..4 + h)
-        .ok_or_else(|| std::io::Error::other("header length past the frame"))?;
-    serde_json::from_slice(head)
-        .map_err(|e| std::io::Error::other(format!("header is not JSON: {e}")))
 }
 
-async fn check_v1(path: &Path, metadata: &PluginMetadata, dir: &Path, report: &mut Report) {
-    let Some(mut running) = start(path, metadata, dir, report).await else {
+async fn check_v1(
+    path: &Path,
+    metadata: &PluginMetadata,
+    options: &Options,
+    dir: &Path,
+    report: &mut Report,
+) {
+    let Some(mut running) = start(path, metadata, options, dir, report).await else {
         return;
     };
-    let link = match LegacyLink::init(&running.socket, INSTANCE, ANSWER_TIMEOUT).await {
+    let link = match LegacyLink::init(&running.socket, &options.instance, ANSWER_TIMEOUT).await {
         Ok(link) => {
             report.pass("init", "the lifecycle `init` message was taken");
             link
@@ -734,7 +934,7 @@ pub(crate) fn print(report: &Report, out: &Out, json: bool) -> Result<(), CliErr
                 Verdict::NotExercised => ("SKIP", Paint::Dim),
             };
             out.line(&format!(
-                "{}  {:<12} {}",
+                "{}  {:<19} {}",
                 out.paint(word, paint),
                 finding.rule,
                 finding.detail

@@ -156,7 +156,7 @@ impl Session<'_> {
 }
 
 /// The licence in `file` (`-`: stdin), trimmed; refused here when it cannot be one.
-fn read_license(file: &Path) -> Result<String, CliError> {
+pub(crate) fn read_license(file: &Path) -> Result<String, CliError> {
     let mut text = String::new();
     let read = if file == Path::new("-") {
         if std::io::stdin().is_terminal() {

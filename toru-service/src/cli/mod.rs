@@ -216,6 +216,17 @@ pub(crate) enum PluginsCommand {
         /// The protocol to hold it to [default: what its metadata says].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=2))]
         protocol: Option<u32>,
+        /// A licence to give the plugin, as torud gives an installed one (`-`: stdin);
+        /// it must be made for the instance id the check uses (--instance).
+        #[arg(long, value_name = "FILE")]
+        license: Option<PathBuf>,
+        /// The instance id to tell the plugin [default: 00000000-0000-4000-8000-00000000c4ec].
+        #[arg(long, value_name = "UUID")]
+        instance: Option<uuid::Uuid>,
+        /// Run it in the namespaces torud gives plugins with `isolate_plugins = true`
+        /// (its own socket folder, no state folder); off by default.
+        #[arg(long)]
+        isolate: bool,
     },
     /// Enable a plugin and start it (also clears a crash-loop "failed").
     Enable {
@@ -358,14 +369,27 @@ fn run(cli: &Cli, socket_given: bool, url_given: bool) -> Result<(), CliError> {
     match &cli.command {
         Command::GenerateMan { dir } => return generate_man(dir, &out),
         Command::Plugins(PluginsArgs {
-            command: Some(PluginsCommand::Check { path, protocol }),
+            command:
+                Some(PluginsCommand::Check {
+                    path,
+                    protocol,
+                    license,
+                    instance,
+                    isolate,
+                }),
         }) => {
+            let options = check::Options {
+                protocol: *protocol,
+                license: license.as_deref().map(license::read_license).transpose()?,
+                instance: instance.map_or_else(|| check::INSTANCE.to_owned(), |i| i.to_string()),
+                isolate: *isolate,
+            };
             // Local: the plugin is run here, torud is not asked.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
-            let report = runtime.block_on(check::check(path, *protocol));
+            let report = runtime.block_on(check::check(path, &options));
             return check::print(&report, &out, cli.json);
         }
         Command::Completions { shell } => {
