@@ -65,6 +65,8 @@ pub mod logging;
 pub(crate) mod machine;
 /// Manual pages from the clap definitions, with sections of our own.
 pub(crate) mod man;
+/// Giving freed memory back to the system after a load.
+pub(crate) mod memory;
 /// `/metrics`.
 pub(crate) mod metrics;
 /// Plugins: discovery, supervision, connections, logs.

@@ -43,6 +43,8 @@ pub(crate) struct Metrics {
     cpu: Family<PluginLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     resident: Gauge,
     open_fds: Gauge,
+    kv_writes: Counter,
+    kv_commits: Counter,
     uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
     started: Instant,
 }
@@ -76,6 +78,8 @@ impl Metrics {
         let cpu = Family::<PluginLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let resident = Gauge::default();
         let open_fds = Gauge::default();
+        let kv_writes = Counter::default();
+        let kv_commits = Counter::default();
         let uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "http_requests",
@@ -128,6 +132,16 @@ impl Metrics {
             open_fds.clone(),
         );
         registry.register(
+            "kv_writes",
+            "Plugin KV writes (sets and deletes) committed",
+            kv_writes.clone(),
+        );
+        registry.register(
+            "kv_commits",
+            "Write transactions that committed plugin KV writes: writes arriving together share one (group commit)",
+            kv_commits.clone(),
+        );
+        registry.register(
             "uptime_seconds",
             "Seconds since torud started",
             uptime.clone(),
@@ -144,6 +158,8 @@ impl Metrics {
             cpu,
             resident,
             open_fds,
+            kv_writes,
+            kv_commits,
             uptime,
             started: Instant::now(),
         }
@@ -164,8 +180,17 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The exposition text, with plugin and process figures taken now.
-    pub(crate) fn render(&self, plugins: &[PluginView]) -> String {
+    /// The exposition text, with plugin, store and process figures taken now.
+    pub(crate) fn render(
+        &self,
+        plugins: &[PluginView],
+        store: crate::store::CommitCounts,
+    ) -> String {
+        // The store counts; the counters catch up with it.
+        self.kv_writes
+            .inc_by(store.writes.saturating_sub(self.kv_writes.get()));
+        self.kv_commits
+            .inc_by(store.commits.saturating_sub(self.kv_commits.get()));
         self.state.clear();
         self.memory.clear();
         self.license_expiry.clear();
@@ -272,10 +297,19 @@ mod tests {
     #[test]
     fn plugin_usage_is_shown_where_known() {
         let metrics = Metrics::new();
-        let text = metrics.render(&[
-            view("a", Some(4096), Some(1_500_000)),
-            view("b", None, None),
-        ]);
+        let counts = crate::store::CommitCounts {
+            writes: 7,
+            commits: 3,
+        };
+        let text = metrics.render(
+            &[
+                view("a", Some(4096), Some(1_500_000)),
+                view("b", None, None),
+            ],
+            counts,
+        );
+        assert!(text.contains("toru_kv_writes_total 7"), "{text}");
+        assert!(text.contains("toru_kv_commits_total 3"), "{text}");
         assert!(
             text.contains("toru_plugin_memory_bytes{plugin=\"a\"} 4096"),
             "{text}"
@@ -286,7 +320,7 @@ mod tests {
         );
         assert!(!text.contains("memory_bytes{plugin=\"b\"}"), "{text}");
         // A plugin that stopped is no longer shown.
-        let text = metrics.render(&[view("a", None, None)]);
+        let text = metrics.render(&[view("a", None, None)], counts);
         assert!(!text.contains("toru_plugin_cpu_seconds{"), "{text}");
     }
 }

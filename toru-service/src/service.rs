@@ -198,6 +198,7 @@ async fn keepalive(daemon: Arc<Daemon>, lifecycle: Arc<dyn Lifecycle>) {
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     let mut watchdog_tick = tokio::time::interval(half.unwrap_or(Duration::from_secs(3600)));
     let mut warnings_tick = tokio::time::interval(WARNINGS_EVERY);
+    let mut trim_tick = tokio::time::interval(crate::memory::TRIM_EVERY);
     let mut logged = std::collections::HashMap::<String, tokio::time::Instant>::new();
     let mut last = String::new();
     loop {
@@ -218,6 +219,10 @@ async fn keepalive(daemon: Arc<Daemon>, lifecycle: Arc<dyn Lifecycle>) {
                     lifecycle.status(&status);
                     last = status;
                 }
+            }
+            _ = trim_tick.tick() => {
+                // Off the serving threads: it takes the allocator's locks a moment.
+                tokio::task::spawn_blocking(crate::memory::trim);
             }
             _ = watchdog_tick.tick(), if half.is_some() => {
                 let _alive = status_line(&daemon);

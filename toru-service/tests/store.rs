@@ -312,3 +312,79 @@ async fn a_backup_under_write_load_restores_every_acknowledged_write() {
     );
     torud.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_a_burst_of_concurrent_sets_loses_none_acknowledged() {
+    // Many sets in flight at once: torud commits them together (group commit), and
+    // answers each only once its commit is durable.
+    let setup = Setup::new();
+    let mut torud = setup.start().await;
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let (torud, acked, stop) = (torud.probe(), acked.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let key = format!("w{w:02}-{i:05}");
+                    let path = format!("/api/plugins/route/hello/kv/{key}");
+                    let answer = torud.try_unix("PUT", &path, value(i)).await;
+                    // Once torud is killed, requests fail: only a 204 is an acknowledgement.
+                    if answer.is_some_and(|a| a.status == 204) {
+                        acked.lock().unwrap().push(key);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    while acked.lock().unwrap().len() < 800 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The commits were shared: far fewer than one per write.
+    let metrics = torud.get("/metrics").await.text();
+    let figure = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let (writes, commits) = (
+        figure("toru_kv_writes_total"),
+        figure("toru_kv_commits_total"),
+    );
+    assert!(
+        writes >= 800 && commits * 2 < writes,
+        "{writes} writes in {commits} commits"
+    );
+    support::kill_with_plugins(torud.child.as_mut().unwrap());
+    torud.child = None;
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let torud = setup.start().await;
+    let mut missing = Vec::new();
+    for key in &acked {
+        let answer = torud
+            .get(&format!("/api/plugins/route/hello/kv/{key}"))
+            .await;
+        if answer.status != 200 {
+            missing.push(key.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged sets lost: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(10)]
+    );
+    eprintln!(
+        "{} acknowledged sets survived a kill -9 ({writes} writes in {commits} commits before it)",
+        acked.len()
+    );
+}

@@ -422,7 +422,8 @@ impl Backend for Daemon {
     }
 
     fn metrics(&self) -> String {
-        self.metrics.render(&self.plugins())
+        self.metrics
+            .render(&self.plugins(), self.store.commit_counts())
     }
 
     fn observe(&self, route: Option<&str>, status: u16, elapsed: Duration) {

@@ -1,7 +1,8 @@
-//! The store as async code uses it: every call runs on tokio's blocking
-//! pool, never on a runtime thread (each one waits on the disk, and a write
-//! on an fsync). This is the only place in torud that hands redb work to
-//! `spawn_blocking`.
+//! The store as async code uses it. Plugin KV writes go to the group-commit thread
+//! (`commit.rs`); plugin KV reads run on the caller's thread (a read from redb's
+//! cache costs less than a hop); everything else, which waits on the disk or an
+//! fsync, runs on tokio's blocking pool. This is the only place in torud that hands
+//! redb work to `spawn_blocking`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -10,20 +11,23 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::commit::{CommitCounts, Committer, KvWrite};
 use super::{Counts, Event, PluginRecord, Store, StoreError, StoreResult, StoredEvent};
 
 /// A shared, cheap-to-clone handle on the open store.
 #[derive(Debug, Clone)]
 pub struct Handle {
     store: Arc<Store>,
+    /// Dropped with the last handle: its thread finishes what was queued first.
+    commits: Arc<Committer>,
 }
 
 impl Handle {
-    /// The handle of `store`.
-    pub fn new(store: Store) -> Self {
-        Self {
-            store: Arc::new(store),
-        }
+    /// The handle of `store`, and its group-commit thread.
+    pub fn new(store: Store) -> StoreResult<Self> {
+        let store = Arc::new(store);
+        let commits = Arc::new(Committer::start(store.clone())?);
+        Ok(Self { store, commits })
     }
 
     /// Opens the store of `state_dir` (see [`Store::open_verifying`]) on the blocking pool.
@@ -31,7 +35,12 @@ impl Handle {
         let dir = state_dir.to_owned();
         blocking(move || Store::open_verifying(&dir, verify))
             .await
-            .map(Self::new)
+            .and_then(Self::new)
+    }
+
+    /// The KV writes committed so far, and the transactions that held them (no I/O).
+    pub fn commit_counts(&self) -> CommitCounts {
+        self.commits.counts()
     }
 
     /// This installation's identity (no I/O).
@@ -44,22 +53,32 @@ impl Handle {
         self.store.path()
     }
 
-    /// The value of `plugin`'s `key`.
+    /// The value of `plugin`'s `key`. Read here, on the caller's thread: a read
+    /// transaction is cheap and never waits for a writer, and the pages a plugin reads
+    /// are mostly in redb's cache, so a hop to the blocking pool would cost more than
+    /// the read (a cold page is one `pread`).
     pub async fn kv_get(&self, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        let (plugin, key) = (plugin.to_owned(), key.to_owned());
-        self.run(move |s| s.kv_get(&plugin, &key)).await
+        self.store.kv_get(plugin, key)
     }
 
-    /// Stores `value` under `plugin`'s `key`; durable when this returns.
+    /// Stores `value` under `plugin`'s `key`; durable when this returns. Committed
+    /// together with the other writes that arrive meanwhile.
     pub async fn kv_set(&self, plugin: &str, key: &str, value: Vec<u8>) -> StoreResult<()> {
-        let (plugin, key) = (plugin.to_owned(), key.to_owned());
-        self.run(move |s| s.kv_set(&plugin, &key, &value)).await
+        let write = KvWrite::Set {
+            plugin: plugin.to_owned(),
+            key: key.to_owned(),
+            value,
+        };
+        self.commits.write(write, self.path()).await.map(drop)
     }
 
-    /// Removes `plugin`'s `key`; whether it existed.
+    /// Removes `plugin`'s `key`; whether it existed. Durable when this returns.
     pub async fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<bool> {
-        let (plugin, key) = (plugin.to_owned(), key.to_owned());
-        self.run(move |s| s.kv_delete(&plugin, &key)).await
+        let write = KvWrite::Delete {
+            plugin: plugin.to_owned(),
+            key: key.to_owned(),
+        };
+        self.commits.write(write, self.path()).await?.existed()
     }
 
     /// One page of `plugin`'s keys with `prefix` (see [`Store::kv_list`]).

@@ -62,6 +62,8 @@ use crate::config::VerifyOnStart;
 use seal::{seal, unseal};
 
 /// Backups, restores, starting afresh.
+/// Group commit of plugin KV writes.
+mod commit;
 mod copy;
 /// Errors, each said for a sysadmin.
 mod error;
@@ -77,6 +79,8 @@ mod records;
 mod seal;
 /// Catching the database engine's panics.
 mod shield;
+pub use commit::CommitCounts;
+use commit::{KvWrite, KvWritten};
 pub use copy::{Counts, Fresh, Restored, inspect, restore, start_afresh};
 pub use error::{StoreError, StoreResult};
 use error::{classify, io_error};
@@ -253,19 +257,59 @@ impl Store {
 
     /// Stores `value` under `key` in `plugin`'s namespace; durable when this returns.
     pub fn kv_set(&self, plugin: &str, key: &str, value: &[u8]) -> StoreResult<()> {
-        let sealed = seal("kv", &[plugin.as_bytes(), key.as_bytes()], value);
-        self.write("kv_set", |txn| {
-            txn.open_table(KV)?
-                .insert((plugin, key), sealed.as_slice())?;
-            Ok(())
+        self.kv_write(&KvWrite::Set {
+            plugin: plugin.to_owned(),
+            key: key.to_owned(),
+            value: value.to_vec(),
         })
+        .map(drop)
+    }
+
+    /// Applies `writes` in order in one write transaction: durable together, or not at
+    /// all. What each did, in the same order.
+    pub(crate) fn kv_write_all(&self, writes: &[&KvWrite]) -> StoreResult<Vec<KvWritten>> {
+        let sealed: Vec<Option<Vec<u8>>> = writes
+            .iter()
+            .map(|write| match write {
+                KvWrite::Set { plugin, key, value } => {
+                    Some(seal("kv", &[plugin.as_bytes(), key.as_bytes()], value))
+                }
+                KvWrite::Delete { .. } => None,
+            })
+            .collect();
+        self.write("kv_write", |txn| {
+            let mut table = txn.open_table(KV)?;
+            writes
+                .iter()
+                .zip(&sealed)
+                .map(|(write, sealed)| match write {
+                    KvWrite::Set { plugin, key, .. } => {
+                        let sealed = sealed.as_deref().unwrap_or_default();
+                        table.insert((plugin.as_str(), key.as_str()), sealed)?;
+                        Ok(KvWritten::Set)
+                    }
+                    KvWrite::Delete { plugin, key } => Ok(KvWritten::Deleted(
+                        table.remove((plugin.as_str(), key.as_str()))?.is_some(),
+                    )),
+                })
+                .collect()
+        })
+    }
+
+    /// [`Store::kv_write_all`] of one write.
+    pub(crate) fn kv_write(&self, write: &KvWrite) -> StoreResult<KvWritten> {
+        self.kv_write_all(&[write])?
+            .pop()
+            .ok_or_else(|| StoreError::Database("a write had no outcome".into()))
     }
 
     /// Removes `key` from `plugin`'s namespace; `true` if it existed.
     pub fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<bool> {
-        self.write("kv_delete", |txn| {
-            Ok(txn.open_table(KV)?.remove((plugin, key))?.is_some())
-        })
+        let write = KvWrite::Delete {
+            plugin: plugin.to_owned(),
+            key: key.to_owned(),
+        };
+        self.kv_write(&write)?.existed()
     }
 
     /// One page of `plugin`'s keys that start with `prefix`, in byte order, strictly after

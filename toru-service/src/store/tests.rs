@@ -500,3 +500,48 @@ fn damaged_pages_are_errors_not_panics() {
     }
     assert!(corrupt_reports > 0, "no damage was ever detected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits_and_each_is_answered_for_itself() {
+    let (_tmp, dir) = state_dir();
+    let handle = Handle::new(Store::open(&dir).unwrap()).unwrap();
+    // 8 "plugins", 32 writes each, all in flight at once.
+    let writes =
+        (0..8).flat_map(|p| (0..32).map(move |k| (format!("plugin-{p}"), format!("key-{k:02}"))));
+    let sets = writes.clone().map(|(plugin, key)| {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let value = format!("{plugin}/{key}").into_bytes();
+            handle.kv_set(&plugin, &key, value).await
+        })
+    });
+    for set in futures_util::future::join_all(sets).await {
+        set.unwrap().unwrap();
+    }
+    for (plugin, key) in writes.clone() {
+        let value = handle.kv_get(&plugin, &key).await.unwrap();
+        assert_eq!(value, Some(format!("{plugin}/{key}").into_bytes()));
+    }
+    let counts = handle.commit_counts();
+    assert_eq!(counts.writes, 256);
+    assert!(counts.commits < 256, "{counts:?}");
+    // Deletes in the same batches say, each, whether their key existed.
+    let deletes = ["key-00", "never-set", "key-01"].map(|key| {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.kv_delete("plugin-0", key).await })
+    });
+    let existed: Vec<bool> = futures_util::future::join_all(deletes)
+        .await
+        .into_iter()
+        .map(|d| d.unwrap().unwrap())
+        .collect();
+    assert_eq!(existed, [true, false, true]);
+    assert_eq!(handle.kv_get("plugin-0", "key-00").await.unwrap(), None);
+
+    // The last handle gone, the committing thread is done and the store closed: it
+    // opens again at once, with every write.
+    drop(handle);
+    let store = Store::open(&dir).unwrap();
+    assert_eq!(store.kv_count("plugin-7").unwrap(), 32);
+    assert!(store.last_stop_was_clean());
+}

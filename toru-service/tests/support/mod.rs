@@ -310,6 +310,33 @@ impl Torud {
         send(stream, request(method, path, body.into(), None)).await
     }
 
+    /// [`Torud::unix`] that may fail: `None` when the connection or the exchange
+    /// breaks (torud killed mid-request) or no answer comes within 30 s.
+    pub async fn try_unix(
+        &self,
+        method: &str,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> Option<Answer> {
+        let stream = tokio::net::UnixStream::connect(&self.unix).await.ok()?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(connection);
+        let request = request(method, path, body.into(), None);
+        let response = tokio::time::timeout(LONG, sender.send_request(request))
+            .await
+            .ok()?
+            .ok()?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.ok()?.to_bytes();
+        Some(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
     /// A request over TCP with the admin token.
     pub async fn tcp(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Answer {
         let token = self.token();
