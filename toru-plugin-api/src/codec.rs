@@ -56,11 +56,23 @@ pub struct BadFrame {
 /// A protocol-2 frame ready to be written: its header already serialized,
 /// so that serialization happens in the caller's task and size errors reach
 /// the caller instead of breaking the connection.
+///
+/// The header is serialized straight into the buffer the frame is written from,
+/// behind room for the two length prefixes, with a small body copied after it: one
+/// allocation and one piece to write. A large body stays where it lies, to be
+/// written from there (a vectored write) rather than copied.
 #[derive(Debug, Clone)]
 pub struct EncodedFrame {
-    header: Vec<u8>,
+    /// The length prefixes, the header, and the body when it is small.
+    head: BytesMut,
+    /// A body too large to copy into `head`; empty otherwise.
     body: Bytes,
 }
+
+/// Bodies up to this size are copied next to their header.
+const COPIED_BODY: usize = 8 * 1024;
+/// Room reserved for a header: most are well under this.
+const HEADER_GUESS: usize = 256;
 
 impl EncodedFrame {
     /// Serializes `frame`'s header and checks the whole fits in a frame.
@@ -70,43 +82,45 @@ impl EncodedFrame {
 
     /// Like [`EncodedFrame::new`], from the parts.
     pub fn from_parts(message: &Message, body: Bytes) -> Result<Self, PluginError> {
-        let header = serde_json::to_vec(message)?;
-        let len = 4 + header.len() + body.len();
+        let copied = body.len() <= COPIED_BODY;
+        let mut head =
+            BytesMut::with_capacity(8 + HEADER_GUESS + if copied { body.len() } else { 0 });
+        head.put_u64(0);
+        serde_json::to_writer((&mut head).writer(), message)?;
+        let header_len = head.len() - 8;
+        let len = 4 + header_len + body.len();
         if len > MAX_FRAME_LEN {
             return Err(PluginError::TooLarge {
                 len,
                 max: MAX_FRAME_LEN,
             });
         }
-        Ok(Self { header, body })
+        // Both fit in a u32: `len` is at most MAX_FRAME_LEN.
+        head[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        head[4..8].copy_from_slice(&(header_len as u32).to_be_bytes());
+        if copied {
+            head.put_slice(&body);
+            return Ok(Self {
+                head,
+                body: Bytes::new(),
+            });
+        }
+        Ok(Self { head, body })
     }
 
     /// The frame as it goes on the wire, in at most two pieces: the length prefixes and
-    /// header (with the body copied in when it is small), then a large body as it is, so
-    /// that it is written from where it lies (a vectored write) rather than copied.
+    /// header (with a small body), then a large body as it is.
     pub(crate) fn into_wire(self) -> (Bytes, Option<Bytes>) {
-        /// Bodies up to this size are copied next to their header: one piece to write.
-        const COPIED: usize = 8 * 1024;
-        let len = self.len();
-        let copied = self.body.len() <= COPIED;
-        let mut head = BytesMut::with_capacity(
-            8 + self.header.len() + if copied { self.body.len() } else { 0 },
-        );
-        // `from_parts` checked that the frame fits in MAX_FRAME_LEN.
-        head.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-        head.put_u32(u32::try_from(self.header.len()).unwrap_or(u32::MAX));
-        head.put_slice(&self.header);
-        if copied {
-            head.put_slice(&self.body);
-            (head.freeze(), None)
-        } else {
-            (head.freeze(), Some(self.body))
+        let head = self.head.freeze();
+        match self.body.is_empty() {
+            true => (head, None),
+            false => (head, Some(self.body)),
         }
     }
 
     /// Bytes after the length prefix.
     pub fn len(&self) -> usize {
-        4 + self.header.len() + self.body.len()
+        self.head.len() - 4 + self.body.len()
     }
 
     /// Never true: a frame always holds its header length.
@@ -177,17 +191,10 @@ impl Encoder<EncodedFrame> for FrameCodec {
     type Error = std::io::Error;
 
     fn encode(&mut self, item: EncodedFrame, dst: &mut BytesMut) -> Result<(), Self::Error> {
-        // Written by hand rather than through `LengthDelimitedCodec::encode`,
-        // which wants one contiguous buffer: that would copy the body twice.
-        let len = item.len();
-        let prefix = u32::try_from(len)
-            .ok()
-            .filter(|_| len <= MAX_FRAME_LEN)
-            .ok_or_else(|| std::io::Error::other("frame above MAX_FRAME_LEN"))?;
-        dst.reserve(4 + len);
-        dst.put_u32(prefix);
-        dst.put_u32(item.header.len() as u32);
-        dst.put_slice(&item.header);
+        // Both pieces as they are (the prefixes are already in `head`), rather than
+        // through `LengthDelimitedCodec::encode`, which wants one contiguous buffer.
+        dst.reserve(item.head.len() + item.body.len());
+        dst.put_slice(&item.head);
         dst.put_slice(&item.body);
         Ok(())
     }
@@ -215,7 +222,7 @@ fn parse_frame(mut frame: BytesMut) -> Result<Frame, BadFrame> {
         ));
     }
     let header = frame.split_to(header_len);
-    match serde_json::from_slice::<Message>(&header) {
+    match Message::from_header(&header) {
         Ok(message) => Ok(Frame {
             message,
             body: frame.freeze(),

@@ -40,6 +40,8 @@ type Waiters = HashMap<u64, oneshot::Sender<Frame>>;
 #[derive(Debug, Default)]
 struct Outbox {
     pieces: VecDeque<Bytes>,
+    /// An empty queue kept for the next writer to swap with `pieces`.
+    spare: VecDeque<Bytes>,
     bytes: usize,
     /// Who writes: while someone does, the others only queue.
     writer: Writer,
@@ -175,10 +177,16 @@ impl Link {
         let Some(socket) = self.socket() else {
             return Flushed::Failed;
         };
+        // What is being written; swapped with the outbox's queue, so that neither
+        // allocates once they have grown to the connection's usual batch.
+        let mut pieces = VecDeque::new();
         loop {
-            let mut pieces = {
+            {
                 let mut outbox = self.outbox();
                 if outbox.pieces.is_empty() {
+                    if pieces.capacity() > outbox.spare.capacity() {
+                        outbox.spare = pieces;
+                    }
                     outbox.writer = Writer::Nobody;
                     drop(outbox);
                     self.room.notify_waiters();
@@ -189,16 +197,20 @@ impl Link {
                     return Flushed::All;
                 }
                 outbox.bytes = 0;
-                std::mem::take(&mut outbox.pieces)
-            };
+                if pieces.capacity() == 0 {
+                    pieces = std::mem::take(&mut outbox.spare);
+                }
+                std::mem::swap(&mut outbox.pieces, &mut pieces);
+            }
             // Everything taken goes out before anything queued meanwhile.
             while !pieces.is_empty() {
-                let slices: Vec<IoSlice<'_>> = pieces
-                    .iter()
-                    .take(IOVECS)
-                    .map(|p| IoSlice::new(p))
-                    .collect();
-                match socket.try_write_vectored(&slices) {
+                let mut slices = [IoSlice::new(&[]); IOVECS];
+                let mut count = 0;
+                for (slot, piece) in slices.iter_mut().zip(&pieces) {
+                    *slot = IoSlice::new(piece);
+                    count += 1;
+                }
+                match socket.try_write_vectored(&slices[..count]) {
                     Ok(0) => return Flushed::Failed,
                     Ok(mut written) => {
                         while written > 0 {
@@ -220,6 +232,7 @@ impl Link {
                         while let Some(piece) = pieces.pop_back() {
                             outbox.pieces.push_front(piece);
                         }
+                        outbox.spare = pieces;
                         outbox.writer = Writer::Flusher;
                         return Flushed::Stalled;
                     }

@@ -437,3 +437,104 @@ proptest! {
         prop_assert_eq!(items.len(), 1);
     }
 }
+
+/// A header of one of the frequent kinds, with each field present, missing, mistyped
+/// or out of place at random: the quick reading of `Message::from_header` must take
+/// exactly what the derived `Deserialize` takes.
+fn arb_header_object() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::{Value, json};
+    let kind = prop::sample::select(vec![
+        "http_request",
+        "http_response",
+        "kv_get",
+        "kv_set",
+        "kv_delete",
+        "kv_value",
+        "kv_ok",
+        "kv_deleted",
+        "ping",
+        "pong",
+        "cancel",
+        "error",
+        "init",
+        "h\\u0074tp_request",
+        "nonsense",
+    ]);
+    let field = |values: Vec<Value>| prop::option::of(prop::sample::select(values));
+    (
+        kind,
+        field(vec![
+            json!(7),
+            json!(-1),
+            json!("7"),
+            Value::Null,
+            json!(1.5),
+        ]),
+        field(vec![json!("GET"), json!(1)]),
+        field(vec![json!("/a?b"), json!("/caf\u{e9}"), Value::Null]),
+        field(vec![json!(200), json!(99), json!(70_000), json!("200")]),
+        field(vec![
+            json!([["x-a", "1"], ["x-a", "2"]]),
+            json!([]),
+            json!([["bad name", "1"]]),
+            json!([["x-a"]]),
+            json!({"x-a": "1"}),
+            json!([["x-a", "tab\u{0001}"]]),
+        ]),
+        field(vec![json!("k"), json!(""), json!(3)]),
+        field(vec![json!(true), json!("true")]),
+        field(vec![json!(false), Value::Null]),
+        field(vec![json!({"nested": [1, 2]}), json!("extra")]),
+    )
+        .prop_map(
+            |(kind, id, method, path, status, headers, key, found, existed, extra)| {
+                let mut object = serde_json::Map::new();
+                object.insert("type".into(), Value::String(kind.replace("\\u0074", "t")));
+                for (name, value) in [
+                    ("id", id),
+                    ("method", method),
+                    ("path", path),
+                    ("status", status),
+                    ("headers", headers),
+                    ("key", key),
+                    ("found", found),
+                    ("existed", existed),
+                    ("extra", extra),
+                ] {
+                    if let Some(value) = value {
+                        object.insert(name.into(), value);
+                    }
+                }
+                Value::Object(object)
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn the_quick_header_reading_takes_exactly_what_serde_takes(object in arb_header_object()) {
+        let header = serde_json::to_vec(&object).unwrap();
+        let quick = Message::from_header(&header).map_err(|e| e.to_string());
+        let derived = serde_json::from_slice::<Message>(&header).map_err(|e| e.to_string());
+        prop_assert_eq!(quick, derived);
+    }
+}
+
+#[test]
+fn headers_the_quick_reading_leaves_to_serde_read_the_same() {
+    for header in [
+        // An array: a derived struct would take it by position; the enum does not.
+        &br#"["ping", 1]"#[..],
+        br#" {"type":"ping","id":1}"#,
+        br#"{"type":"p\u0069ng","id":1}"#,
+        br#"{"type":"ping","id":1,"id":2}"#,
+        br#"{"id":3,"type":"pong"}"#,
+        br#"{"type":"http_response","id":1,"status":200,"headers":[["x-a","caf\u00e9 \"q\""]]}"#,
+        br#"{"type":"kv_get","id":1}"#,
+        br#"{"type":"shutdown","deadline_ms":5}"#,
+    ] {
+        let quick = Message::from_header(header).map_err(|e| e.to_string());
+        let derived = serde_json::from_slice::<Message>(header).map_err(|e| e.to_string());
+        assert_eq!(quick, derived, "{}", String::from_utf8_lossy(header));
+    }
+}

@@ -7,6 +7,8 @@
 //! looked up among the requests its receiver sent, so the two id spaces never
 //! mix. The full specification is `docs/PROTOCOL.md`.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::{SeqAccess, Visitor};
@@ -388,7 +390,9 @@ pub mod header_pairs {
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<HeaderMap, A::Error> {
             use serde::de::Error;
             let mut map = HeaderMap::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-            while let Some((name, value)) = seq.next_element::<(String, String)>()? {
+            while let Some((Text(name), Text(value))) =
+                seq.next_element::<(Text<'_>, Text<'_>)>()?
+            {
                 let name = HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| A::Error::custom(format!("invalid header name {name:?}")))?;
                 let value = HeaderValue::from_bytes(value.as_bytes())
@@ -397,6 +401,119 @@ pub mod header_pairs {
             }
             Ok(map)
         }
+    }
+
+    /// A JSON string, borrowed from the frame unless it has escapes: a header's name
+    /// and value are copied once, into the `HeaderMap`.
+    struct Text<'de>(Cow<'de, str>);
+
+    impl<'de> Deserialize<'de> for Text<'de> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_str(TextVisitor)
+        }
+    }
+
+    struct TextVisitor;
+
+    impl<'de> Visitor<'de> for TextVisitor {
+        type Value = Text<'de>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Borrowed(v)))
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Owned(v.to_owned())))
+        }
+
+        fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Owned(v)))
+        }
+    }
+
+    /// [`deserialize`] for a field that may be missing.
+    pub(super) fn deserialize_some<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<HeaderMap>, D::Error> {
+        deserialize(deserializer).map(Some)
+    }
+}
+
+impl Message {
+    /// Reads a frame's JSON header.
+    ///
+    /// The messages every forwarded request and KV call makes are read in one pass
+    /// over the bytes ([`Hot`]); serde's internally tagged enums buffer the whole
+    /// document first, which cost more than the rest of the frame's handling. Anything
+    /// else, and anything the quick reading does not take (a missing or mistyped
+    /// field, a header that is not an object), is read by the derived
+    /// `Deserialize`, so that errors and edge cases are exactly its own.
+    pub fn from_header(header: &[u8]) -> serde_json::Result<Self> {
+        match Hot::read(header) {
+            Some(message) => Ok(message),
+            None => serde_json::from_slice(header),
+        }
+    }
+}
+
+/// The fields of the frequent messages, flat: one pass, no buffering.
+#[derive(Deserialize)]
+struct Hot<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    id: Option<u64>,
+    method: Option<String>,
+    path: Option<String>,
+    status: Option<u16>,
+    #[serde(default, deserialize_with = "header_pairs::deserialize_some")]
+    headers: Option<HeaderMap>,
+    key: Option<String>,
+    found: Option<bool>,
+    existed: Option<bool>,
+}
+
+impl Hot<'_> {
+    /// The message, when the header is a frequent one read without trouble.
+    fn read(header: &[u8]) -> Option<Message> {
+        // A derived struct also takes a JSON array; the enum takes only an object.
+        if header.first() != Some(&b'{') {
+            return None;
+        }
+        let hot: Hot<'_> = serde_json::from_slice(header).ok()?;
+        let id = hot.id?;
+        Some(match hot.kind {
+            "http_request" => Message::HttpRequest {
+                id,
+                method: hot.method?,
+                path: hot.path?,
+                headers: hot.headers?,
+            },
+            "http_response" => Message::HttpResponse {
+                id,
+                status: hot.status?,
+                headers: hot.headers?,
+            },
+            "kv_get" => Message::KvGet { id, key: hot.key? },
+            "kv_set" => Message::KvSet { id, key: hot.key? },
+            "kv_delete" => Message::KvDelete { id, key: hot.key? },
+            "kv_value" => Message::KvValue {
+                id,
+                found: hot.found?,
+            },
+            "kv_ok" => Message::KvOk { id },
+            "kv_deleted" => Message::KvDeleted {
+                id,
+                existed: hot.existed?,
+            },
+            "ping" => Message::Ping { id },
+            "pong" => Message::Pong { id },
+            "cancel" => Message::Cancel { id },
+            _ => return None,
+        })
     }
 }
 
