@@ -15,7 +15,7 @@ use crate::api::PluginView;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     plugin: String,
-    class: String,
+    class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -168,7 +168,13 @@ impl Metrics {
     /// Counts one answered request.
     pub(crate) fn observe(&self, plugin: Option<&str>, status: u16, elapsed: Duration) {
         let plugin = plugin.unwrap_or("api").to_owned();
-        let class = format!("{}xx", status / 100);
+        const CLASSES: [&str; 10] = [
+            "0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx",
+        ];
+        let class = CLASSES
+            .get(usize::from(status / 100))
+            .copied()
+            .unwrap_or("other");
         self.requests
             .get_or_create(&RequestLabels {
                 plugin: plugin.clone(),

@@ -27,13 +27,13 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// The request the plugin gets: path `rest` below its route plus the query,
 /// the client's end-to-end headers minus `Host` and `Authorization`.
-pub(crate) fn plugin_request(parts: &request::Parts, rest: &str, body: Bytes) -> HttpRequest {
+pub(crate) fn plugin_request(parts: request::Parts, rest: &str, body: Bytes) -> HttpRequest {
     let mut path = rest.to_owned();
     if let Some(query) = parts.uri.query() {
         path.push('?');
         path.push_str(query);
     }
-    let mut headers = end_to_end(&parts.headers);
+    let mut headers = end_to_end(parts.headers);
     headers.remove(HOST);
     headers.remove(AUTHORIZATION);
     HttpRequest {
@@ -58,7 +58,7 @@ pub(crate) fn client_response(answer: HttpResponse) -> Result<Response<Body>, Ap
                 answer.status
             ))
         })?;
-    let mut headers = end_to_end(&answer.headers);
+    let mut headers = end_to_end(answer.headers);
     // hyper derives the length from the body; a wrong one from a plugin would break the framing.
     headers.remove(CONTENT_LENGTH);
     let mut response = Response::new(super::respond::full(answer.body));
@@ -83,7 +83,7 @@ pub(crate) fn bundle_response(answer: HttpResponse) -> Result<Response<Body>, Ap
 }
 
 /// `headers` without the hop-by-hop ones, including those `Connection` names.
-fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+fn end_to_end(mut headers: HeaderMap) -> HeaderMap {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -91,11 +91,10 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    let mut kept = headers.clone();
     for name in HOP_BY_HOP.iter().chain(&named) {
-        kept.remove(name);
+        headers.remove(name);
     }
-    kept
+    headers
 }
 
 #[cfg(test)]
@@ -111,7 +110,7 @@ mod tests {
         headers.append("x-two", HeaderValue::from_static("2"));
         headers.append("x-three", HeaderValue::from_static("3"));
         headers.append(TE, HeaderValue::from_static("trailers"));
-        let kept = end_to_end(&headers);
+        let kept = end_to_end(headers);
         assert_eq!(kept.len(), 1);
         assert_eq!(kept["x-three"], "3");
     }

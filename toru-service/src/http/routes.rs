@@ -307,7 +307,7 @@ impl<B: Backend> Gateway<B> {
             Endpoint::Forward { route, rest } => {
                 let (parts, body) = request.into_parts();
                 let body = body::read(body, &parts.headers, self.max_body_bytes).await?;
-                let request = forward::plugin_request(&parts, rest, body);
+                let request = forward::plugin_request(parts, rest, body);
                 forward::client_response(backend.forward(route, request).await?)?
             }
             Endpoint::Metrics => respond::metrics(backend.metrics()),
