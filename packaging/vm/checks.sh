@@ -68,6 +68,11 @@ plugins=/usr/local/lib/toru/plugins
 mkdir -p "$plugins"
 for name in hog bomb spin; do install -m 0755 /root/fixture.py "$plugins/$name"; done
 install -m 0755 /root/hello_v1.py "$plugins/hello-py.py"
+# Under full emulation on a busy host, a Python plugin may take longer than the
+# defaults to print its metadata (5 s) and to make its socket (10 s).
+sed -i -e 's/^#start_timeout = .*/start_timeout = "60s"/' \
+    -e 's/^#metadata_timeout = .*/metadata_timeout = "30s"/' /etc/toru/toru.toml
+grep -q '^start_timeout = "60s"' /etc/toru/toru.toml || fail "no start_timeout line to set in /etc/toru/toru.toml"
 cat >>/etc/toru/toru.toml <<'EOF'
 
 [plugins.hog]
@@ -84,8 +89,8 @@ torud --check-config >/dev/null || fail "torud --check-config"
 systemctl start toru.socket || fail "systemctl start toru.socket"
 started=$(date +%s%N)
 curl -fsS -o /dev/null --unix-socket /run/toru/toru.sock http://toru/api/health || fail "the first connection"
-until_in 60 '[ "$(systemctl show -P ActiveState toru.service)" = active ]' || fail "toru.service did not start"
-until_in 60 '[ "$(field hello-py state)" = running ]' ||
+until_in 180 '[ "$(systemctl show -P ActiveState toru.service)" = active ]' || fail "toru.service did not start"
+until_in 180 '[ "$(field hello-py state)" = running ]' ||
     fail "hello-py did not start"
 ok "toru.service started by its socket in $((($(date +%s%N) - started) / 1000000)) ms"
 
@@ -136,7 +141,7 @@ PY
 ) || fail "hog's figures"
 read -r last_mib oom_ms <<<"$figures"
 # Read while it runs (between runs it has no group); the kernel's OOM report says too.
-until_in 20 '[ -e "$(group hog)/memory.swap.max" ]' || fail "hog was not started again"
+until_in 120 '[ -e "$(group hog)/memory.swap.max" ]' || fail "hog was not started again"
 swap_max=$(cat "$(group hog)/memory.swap.max")
 [ "$swap_max" = 0 ] || fail "hog's memory.swap.max is $swap_max, not 0"
 dmesg 2>/dev/null | grep -q 'swap: usage 0kB, limit 0kB' || say "      (the kernel's OOM report is not readable here)"
