@@ -245,6 +245,36 @@ impl<B: Backend> Gateway<B> {
         request: Request<Incoming>,
         caller: Caller,
     ) -> Result<Response<Body>, ApiError> {
+        match endpoint {
+            Endpoint::Forward { route, rest } => self.forward(route, rest, request).await,
+            // The administrator's calls, boxed: a future is as large as its largest
+            // state, and the session, backup or reload ones would make every forwarded
+            // request's future (moved at each level it is awaited through) kilobytes
+            // larger.
+            endpoint => Box::pin(self.administer(endpoint, request, caller)).await,
+        }
+    }
+
+    /// A client's request to a plugin's route, and the plugin's answer.
+    async fn forward(
+        &self,
+        route: &str,
+        rest: &str,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let (parts, body) = request.into_parts();
+        let body = body::read(body, &parts.headers, self.max_body_bytes).await?;
+        let request = forward::plugin_request(parts, rest, body);
+        forward::client_response(self.backend.forward(route, request).await?)
+    }
+
+    /// Every endpoint (a forwarded request is taken by [`Gateway::dispatch`] first).
+    async fn administer(
+        &self,
+        endpoint: Endpoint<'_>,
+        request: Request<Incoming>,
+        caller: Caller,
+    ) -> Result<Response<Body>, ApiError> {
         let backend = &*self.backend;
         Ok(match endpoint {
             Endpoint::Health => respond::ok(&serde_json::json!({ "status": "ok" })),
@@ -304,12 +334,7 @@ impl<B: Backend> Gateway<B> {
                 respond::ok(&backend.kv(id, kv::parse(&body)?).await?)
             }
             Endpoint::Bundle(id) => forward::bundle_response(backend.bundle(id).await?)?,
-            Endpoint::Forward { route, rest } => {
-                let (parts, body) = request.into_parts();
-                let body = body::read(body, &parts.headers, self.max_body_bytes).await?;
-                let request = forward::plugin_request(parts, rest, body);
-                forward::client_response(backend.forward(route, request).await?)?
-            }
+            Endpoint::Forward { route, rest } => self.forward(route, rest, request).await?,
             Endpoint::Metrics => respond::metrics(backend.metrics()),
             Endpoint::Reload => respond::ok(&backend.reload().await?),
             Endpoint::Backup => {

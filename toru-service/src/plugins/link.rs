@@ -47,7 +47,9 @@ impl PluginLink {
                     PluginError::NotConnected => ForwardError::Closed,
                     other => ForwardError::Exchange(other),
                 }),
-            Self::V1(legacy) => legacy.forward(request, timeout).await,
+            // Boxed: its connection and buffers would make the future of every
+            // protocol-2 request (moved at each level it is awaited through) larger.
+            Self::V1(legacy) => Box::pin(legacy.forward(request, timeout)).await,
         }
     }
 }
