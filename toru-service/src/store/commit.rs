@@ -62,6 +62,27 @@ impl KvWritten {
     }
 }
 
+/// Where the committing thread's batches go: the store. (A trait so that a test can
+/// make a batch fail, which redb does not do on demand.)
+pub(crate) trait Batches: Send + Sync + 'static {
+    /// Applies `writes` in one transaction, or none of them.
+    fn write_all(&self, writes: &[&KvWrite]) -> StoreResult<Vec<KvWritten>>;
+}
+
+impl Batches for Store {
+    fn write_all(&self, writes: &[&KvWrite]) -> StoreResult<Vec<KvWritten>> {
+        self.kv_write_all(writes)
+    }
+}
+
+/// One write in a transaction of its own.
+fn write_one<B: Batches>(batches: &B, write: &KvWrite) -> StoreResult<KvWritten> {
+    batches
+        .write_all(&[write])?
+        .pop()
+        .ok_or_else(|| StoreError::Database("a write had no outcome".into()))
+}
+
 struct Job {
     write: KvWrite,
     done: oneshot::Sender<StoreResult<KvWritten>>,
@@ -100,13 +121,18 @@ impl std::fmt::Debug for Committer {
 impl Committer {
     /// Starts the thread that commits for `store`.
     pub(crate) fn start(store: Arc<Store>) -> StoreResult<Self> {
-        let (queue, jobs) = mpsc::channel();
         let path = store.path().to_owned();
+        Self::start_with(store, path)
+    }
+
+    /// Starts the thread that commits into `store` (`path`: for its errors).
+    fn start_with<B: Batches>(store: Arc<B>, path: std::path::PathBuf) -> StoreResult<Self> {
+        let (queue, jobs) = mpsc::channel();
         let counts = Arc::new(Counts::default());
         let counted = counts.clone();
         let thread = std::thread::Builder::new()
             .name("toru-kv-commit".into())
-            .spawn(move || commit_loop(&store, &jobs, &counted))
+            .spawn(move || commit_loop(&*store, &jobs, &counted))
             .map_err(|source| StoreError::Io { path, source })?;
         Ok(Self {
             queue: Some(queue),
@@ -147,7 +173,7 @@ impl Drop for Committer {
 
 /// Takes the first job waiting, then every other one already queued (up to the
 /// batch limits), commits them together and answers each.
-fn commit_loop(store: &Store, jobs: &mpsc::Receiver<Job>, counts: &Counts) {
+fn commit_loop<B: Batches>(store: &B, jobs: &mpsc::Receiver<Job>, counts: &Counts) {
     while let Ok(first) = jobs.recv() {
         let mut bytes = first.write.bytes();
         let mut batch = vec![first];
@@ -161,7 +187,7 @@ fn commit_loop(store: &Store, jobs: &mpsc::Receiver<Job>, counts: &Counts) {
             }
         }
         let writes: Vec<&KvWrite> = batch.iter().map(|job| &job.write).collect();
-        match store.kv_write_all(&writes) {
+        match store.write_all(&writes) {
             Ok(outcomes) => {
                 debug!(writes = batch.len(), "kv writes committed together");
                 counts.commits.fetch_add(1, Ordering::Relaxed);
@@ -176,7 +202,7 @@ fn commit_loop(store: &Store, jobs: &mpsc::Receiver<Job>, counts: &Counts) {
             Err(e) if batch.len() > 1 => {
                 debug!(error = %e, writes = batch.len(), "a batch of kv writes failed; committing each alone");
                 for job in batch {
-                    let outcome = store.kv_write(&job.write);
+                    let outcome = write_one(store, &job.write);
                     if outcome.is_ok() {
                         counts.commits.fetch_add(1, Ordering::Relaxed);
                         counts.writes.fetch_add(1, Ordering::Relaxed);
@@ -190,5 +216,119 @@ fn commit_loop(store: &Store, jobs: &mpsc::Receiver<Job>, counts: &Counts) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fall-back when a batch fails. A fake stands in for the store here: redb
+    //! cannot be made to fail one transaction on demand; `store/tests.rs` runs the
+    //! committer on a real redb file.
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Fails every batch holding the key `poison`; the first batch waits for `release`,
+    /// so that the writes queued meanwhile go together in the next one.
+    struct Fake {
+        release: Mutex<Option<mpsc::Receiver<()>>>,
+        batches: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Batches for Fake {
+        fn write_all(&self, writes: &[&KvWrite]) -> StoreResult<Vec<KvWritten>> {
+            let release = self.release.lock().unwrap().take();
+            if let Some(release) = release {
+                release.recv_timeout(Duration::from_secs(30)).unwrap();
+            }
+            let keys: Vec<String> = writes
+                .iter()
+                .map(|w| match w {
+                    KvWrite::Set { key, .. } | KvWrite::Delete { key, .. } => key.clone(),
+                })
+                .collect();
+            let poisoned = keys.iter().any(|k| k == "poison");
+            self.batches.lock().unwrap().push(keys);
+            if poisoned {
+                return Err(StoreError::Database("the poison write".into()));
+            }
+            Ok(writes.iter().map(|_| KvWritten::Set).collect())
+        }
+    }
+
+    async fn polled_once_is_pending<F: std::future::Future>(
+        mut future: std::pin::Pin<&mut F>,
+    ) -> bool {
+        std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx).is_pending()))
+            .await
+    }
+
+    fn set(key: &str) -> KvWrite {
+        KvWrite::Set {
+            plugin: "p".into(),
+            key: key.into(),
+            value: b"v".to_vec(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_is_retried_write_by_write_and_only_the_bad_write_fails() {
+        let (release, released) = mpsc::channel();
+        let fake = Arc::new(Fake {
+            release: Mutex::new(Some(released)),
+            batches: Mutex::new(Vec::new()),
+        });
+        let committer = Committer::start_with(fake.clone(), "fake.redb".into()).unwrap();
+        let path = Path::new("fake.redb");
+        // The first write holds the thread; the next ten queue up behind it.
+        let mut first = Box::pin(committer.write(set("first"), path));
+        assert!(polled_once_is_pending(first.as_mut()).await);
+        // The thread has taken it and waits in the fake.
+        while fake.release.lock().unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let keys: Vec<String> = (0..10)
+            .map(|i| {
+                if i == 4 {
+                    "poison".into()
+                } else {
+                    format!("k{i}")
+                }
+            })
+            .collect();
+        let mut queued: Vec<_> = keys
+            .iter()
+            .map(|key| Box::pin(committer.write(set(key), path)))
+            .collect();
+        // A write's first poll queues it.
+        for write in &mut queued {
+            assert!(polled_once_is_pending(write.as_mut()).await);
+        }
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), KvWritten::Set);
+        for (key, write) in keys.iter().zip(queued) {
+            let outcome = write.await;
+            if key == "poison" {
+                assert!(
+                    matches!(outcome, Err(StoreError::Database(_))),
+                    "{outcome:?}"
+                );
+            } else {
+                assert_eq!(outcome.unwrap(), KvWritten::Set, "{key}");
+            }
+        }
+        let batches = fake.batches.lock().unwrap().clone();
+        // The first alone, the ten together (failed), then each of the ten alone.
+        assert_eq!(batches.len(), 12, "{batches:?}");
+        assert_eq!(batches[1].len(), 10, "{batches:?}");
+        assert!(batches[2..].iter().all(|b| b.len() == 1), "{batches:?}");
+        assert_eq!(
+            committer.counts(),
+            CommitCounts {
+                writes: 10,
+                commits: 10
+            }
+        );
     }
 }
