@@ -67,8 +67,14 @@ pub(crate) struct Link {
     socket: Mutex<Option<Arc<OwnedWriteHalf>>>,
     /// Wakes the flusher task: the socket was full, or the link closed.
     stalled: Notify,
-    /// Wakes senders waiting for room in the outbox.
+    /// Wakes the sender first in line when the outbox has room.
     room: Notify,
+    /// Senders that found the outbox full wait here, first come first served
+    /// (tokio's `Mutex` is fair): only the one holding it retries, so that none
+    /// loses the race for room again and again.
+    line: tokio::sync::Mutex<()>,
+    /// How many senders are in `line`: while any are, newcomers queue behind them.
+    in_line: std::sync::atomic::AtomicUsize,
     waiting: Mutex<Waiters>,
     next_id: AtomicU64,
     closed: CancellationToken,
@@ -79,6 +85,15 @@ pub(crate) struct Link {
 pub(crate) async fn finished_at_once<F: Future<Output = ()>>(work: Pin<&mut F>) -> bool {
     let mut work = work;
     std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx).is_ready())).await
+}
+
+/// Counts a sender out of the line when it leaves it, sent or cancelled.
+struct LeftLine<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for LeftLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What became of a frame given to [`Link::try_send`].
@@ -107,6 +122,8 @@ impl Link {
             socket: Mutex::new(Some(Arc::new(socket))),
             stalled: Notify::new(),
             room: Notify::new(),
+            line: tokio::sync::Mutex::new(()),
+            in_line: std::sync::atomic::AtomicUsize::new(0),
             waiting: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: CancellationToken::new(),
@@ -119,6 +136,20 @@ impl Link {
     /// it is too large or the link is closed. Waits only while the outbox is full.
     pub(crate) async fn send(&self, message: &Message, body: Bytes) -> PluginResult<()> {
         let mut frame = EncodedFrame::from_parts(message, body)?;
+        if self.in_line.load(Ordering::Acquire) == 0 {
+            match self.try_send(frame) {
+                Sent::Written => return Ok(()),
+                Sent::Closed => return Err(PluginError::NotConnected),
+                Sent::Full(back) => frame = back,
+            }
+        }
+        // The outbox is full, or others already wait for room: wait in line.
+        self.in_line.fetch_add(1, Ordering::AcqRel);
+        let _left = LeftLine(&self.in_line);
+        let _turn = tokio::select! {
+            turn = self.line.lock() => turn,
+            () = self.closed.cancelled() => return Err(PluginError::NotConnected),
+        };
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
@@ -518,6 +549,60 @@ mod tests {
             assert_eq!(frame.body, body);
         }
         sender.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn senders_waiting_for_room_go_first_come_first_served() {
+        let (link, _flusher, mut peer) = pair();
+        let body = Bytes::from(vec![1u8; 256 * 1024]);
+        let wait_for_line = |n: usize| {
+            let link = link.clone();
+            async move {
+                while link.in_line.load(Ordering::SeqCst) < n {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        };
+        // More than the outbox and the socket hold: the filler ends up in line.
+        let filler = {
+            let (link, body) = (link.clone(), body.clone());
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    link.send(&ping(i), body.clone()).await.unwrap();
+                }
+            })
+        };
+        wait_for_line(1).await;
+        // Then nine more, each in line before the next comes.
+        let mut waiters = Vec::new();
+        for w in 0..9u64 {
+            let (link, body) = (link.clone(), body.clone());
+            waiters.push(tokio::spawn(async move {
+                link.send(&ping(1000 + w), body).await.unwrap();
+            }));
+            wait_for_line(2 + w as usize).await;
+        }
+        // The peer reads now: the nine go out in the order they came.
+        let mut order = Vec::new();
+        for _ in 0..49 {
+            let id = peer
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+                .message
+                .id()
+                .unwrap();
+            if id >= 1000 {
+                order.push(id - 1000);
+            }
+        }
+        assert_eq!(order, (0..9).collect::<Vec<_>>());
+        filler.await.unwrap();
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
     }
 
     #[tokio::test]
