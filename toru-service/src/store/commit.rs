@@ -76,7 +76,7 @@ impl Batches for Store {
 }
 
 /// One write in a transaction of its own.
-fn write_one<B: Batches>(batches: &B, write: &KvWrite) -> StoreResult<KvWritten> {
+pub(crate) fn write_one<B: Batches>(batches: &B, write: &KvWrite) -> StoreResult<KvWritten> {
     batches
         .write_all(&[write])?
         .pop()

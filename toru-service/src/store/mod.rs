@@ -298,9 +298,7 @@ impl Store {
 
     /// [`Store::kv_write_all`] of one write.
     pub(crate) fn kv_write(&self, write: &KvWrite) -> StoreResult<KvWritten> {
-        self.kv_write_all(&[write])?
-            .pop()
-            .ok_or_else(|| StoreError::Database("a write had no outcome".into()))
+        commit::write_one(self, write)
     }
 
     /// Removes `key` from `plugin`'s namespace; `true` if it existed.
