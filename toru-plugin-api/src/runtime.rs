@@ -80,10 +80,12 @@ pub fn run<P: ToruPlugin>(plugin: P) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // The handlers are installed before the socket exists: the host may send
+        // SIGTERM as soon as it can connect, and a signal that arrived in between
+        // would kill the plugin by its default action instead of a clean exit.
+        let shutdown = shutdown_signal();
         let path = socket_path(&metadata.id);
-        PluginServer::bind(&path, plugin)?
-            .serve(shutdown_signal())
-            .await
+        PluginServer::bind(&path, plugin)?.serve(shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,22 +135,27 @@ fn socket_path(id: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/toru-plugins/{id}.sock")))
 }
 
-/// Resolves at the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (from here on neither signal
+/// kills the process) and returns a future that resolves at the first of them.
+/// Must be called inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let watched = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM: shutting down"),
-                _ = int.recv() => info!("SIGINT: shutting down"),
+    );
+    async move {
+        match watched {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM: shutting down"),
+                    _ = int.recv() => info!("SIGINT: shutting down"),
+                }
             }
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            warn!(error = %e, "cannot watch for SIGTERM/SIGINT; only the host can stop this plugin");
-            std::future::pending::<()>().await;
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "cannot watch for SIGTERM/SIGINT; only the host can stop this plugin");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }

@@ -426,3 +426,39 @@ fn isolation_is_off_unless_asked_and_torud_s_when_asked() {
         );
     }
 }
+
+/// The Rust SDK installs its SIGTERM handler before it makes its socket: a host
+/// (or the checker's `sigterm` rule) that signals the moment it can connect gets a
+/// clean exit 0, never death by the default action. Signalled within microseconds
+/// of the socket appearing, twenty times.
+#[test]
+fn the_rust_sdk_handles_sigterm_from_the_moment_its_socket_exists() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let socket = dir.path().join(format!("hello-{round}.sock"));
+        let mut child = std::process::Command::new(hello_binary())
+            .env("TORU_PLUGIN_SOCKET", &socket)
+            .env("RUST_LOG", "off")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::symlink_metadata(&socket).is_err() {
+            assert!(std::time::Instant::now() < deadline, "no socket");
+            std::hint::spin_loop();
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            (status.code(), status.signal()),
+            (Some(0), None),
+            "round {round}: {status:?}"
+        );
+    }
+}
