@@ -9,6 +9,10 @@
 //! a system call. Only when the socket is full does the flusher task take over,
 //! waiting for it to drain. Writes happen in plain functions, never across an
 //! `.await`, so a sender cancelled mid-way can never leave half a frame.
+//!
+//! Requests this end sent time out by their deadline in the table, not by a timer
+//! each: the link's one timer sleeps until the earliest deadline (the expirer task),
+//! so a request costs a clock read instead of a timer registered and cleared.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -23,6 +27,8 @@ use bytes::{Buf, Bytes};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
+// tokio's clock, not std's: the same one the expirer's sleep follows (paused in tests).
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{BadFrame, EncodedFrame};
@@ -34,7 +40,31 @@ const OUTBOX_LIMIT: usize = 4 * 1024 * 1024;
 /// Pieces handed to one vectored write (Linux takes up to 1024).
 const IOVECS: usize = 64;
 
-type Waiters = HashMap<u64, oneshot::Sender<Frame>>;
+/// The requests this end sent that wait for an answer, and when the expirer next
+/// looks at them.
+#[derive(Debug, Default)]
+struct Waiters {
+    by_id: HashMap<u64, Waiter>,
+    /// No later than the earliest deadline in `by_id` (it may be earlier: an answered
+    /// request's deadline stays here until the expirer wakes and looks again).
+    next_expiry: Option<Instant>,
+}
+
+/// A request waiting for its answer.
+#[derive(Debug)]
+struct Waiter {
+    answer: oneshot::Sender<Answer>,
+    deadline: Instant,
+}
+
+/// What a waiting request gets.
+#[derive(Debug)]
+enum Answer {
+    /// The peer's answer.
+    Frame(Frame),
+    /// None came before the deadline.
+    Expired,
+}
 
 /// What waits to be written.
 #[derive(Debug, Default)]
@@ -76,6 +106,8 @@ pub(crate) struct Link {
     /// How many senders are in `line`: while any are, newcomers queue behind them.
     in_line: std::sync::atomic::AtomicUsize,
     waiting: Mutex<Waiters>,
+    /// Wakes the expirer task: a request with an earlier deadline than it sleeps to.
+    sooner: Notify,
     next_id: AtomicU64,
     closed: CancellationToken,
 }
@@ -124,10 +156,13 @@ impl Link {
             room: Notify::new(),
             line: tokio::sync::Mutex::new(()),
             in_line: std::sync::atomic::AtomicUsize::new(0),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(Waiters::default()),
+            sooner: Notify::new(),
             next_id: AtomicU64::new(1),
             closed: CancellationToken::new(),
         });
+        // It ends when the link closes, as the flusher does.
+        tokio::spawn(expirer(link.clone()));
         let flusher = tokio::spawn(flusher(link.clone()));
         (link, flusher)
     }
@@ -305,7 +340,29 @@ impl Link {
     ) -> PluginResult<Frame> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(id, tx);
+        let now = Instant::now();
+        // A timeout too long to add is as good as none: a year.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
+        let sooner = {
+            let mut waiters = self.lock();
+            waiters.by_id.insert(
+                id,
+                Waiter {
+                    answer: tx,
+                    deadline,
+                },
+            );
+            let sooner = waiters.next_expiry.is_none_or(|next| deadline < next);
+            if sooner {
+                waiters.next_expiry = Some(deadline);
+            }
+            sooner
+        };
+        if sooner {
+            self.sooner.notify_one();
+        }
         let mut guard = Forget {
             link: self,
             id,
@@ -313,13 +370,14 @@ impl Link {
             answered: false,
         };
         self.send(&request(id), body).await?;
-        let answer = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(frame)) => frame,
-            Ok(Err(_)) => {
+        let answer = match rx.await {
+            Ok(Answer::Frame(frame)) => frame,
+            // The guard tells the peer to stop working on it.
+            Ok(Answer::Expired) => return Err(PluginError::Timeout(timeout)),
+            Err(_) => {
                 guard.cancel = None;
                 return Err(PluginError::NotConnected);
             }
-            Err(_) => return Err(PluginError::Timeout(timeout)),
         };
         // `answer` already took the entry out of the table.
         guard.answered = true;
@@ -332,11 +390,15 @@ impl Link {
     /// Hands an answer to the request waiting for it; false when no request
     /// of this end has its id.
     pub(crate) fn answer(&self, frame: Frame) -> bool {
-        let Some(waiter) = frame.message.id().and_then(|id| self.lock().remove(&id)) else {
+        let Some(waiter) = frame
+            .message
+            .id()
+            .and_then(|id| self.lock().by_id.remove(&id))
+        else {
             return false;
         };
         // The caller may have stopped waiting a moment ago: nothing to do then.
-        let _ = waiter.send(frame);
+        let _ = waiter.answer.send(Answer::Frame(frame));
         true
     }
 
@@ -368,7 +430,7 @@ impl Link {
     /// [`PluginError::NotConnected`], later sends fail.
     pub(crate) fn close(&self) {
         self.closed.cancel();
-        self.lock().clear();
+        self.lock().by_id.clear();
     }
 
     /// True once [`Link::close`] ran or the socket failed.
@@ -404,7 +466,7 @@ impl Drop for Forget<'_> {
         if self.answered {
             return;
         }
-        self.link.lock().remove(&self.id);
+        self.link.lock().by_id.remove(&self.id);
         if let Some(cancel) = self.cancel
             && let Ok(frame) = EncodedFrame::from_parts(&cancel(self.id), Bytes::new())
         {
@@ -421,6 +483,51 @@ impl Outbox {
         if let Some(body) = body {
             self.bytes += body.len();
             self.pieces.push_back(body);
+        }
+    }
+}
+
+/// Fails the requests whose deadline passed, sleeping until the earliest one; ends
+/// when the link closes (whose waiters then get [`PluginError::NotConnected`]).
+async fn expirer(link: Arc<Link>) {
+    loop {
+        let sooner = link.sooner.notified();
+        tokio::pin!(sooner);
+        sooner.as_mut().enable();
+        let next = link.lock().next_expiry;
+        match next {
+            Some(at) => tokio::select! {
+                () = tokio::time::sleep_until(at) => link.expire(Instant::now()),
+                () = sooner => {}
+                () = link.closed.cancelled() => return,
+            },
+            None => tokio::select! {
+                () = sooner => {}
+                () = link.closed.cancelled() => return,
+            },
+        }
+    }
+}
+
+impl Link {
+    /// Answers every request whose deadline is `now` or earlier with
+    /// [`Answer::Expired`], and notes the earliest deadline left.
+    fn expire(&self, now: Instant) {
+        let mut waiters = self.lock();
+        let mut next: Option<Instant> = None;
+        let mut expired = Vec::new();
+        for (&id, waiter) in &waiters.by_id {
+            if waiter.deadline <= now {
+                expired.push(id);
+            } else if next.is_none_or(|n| waiter.deadline < n) {
+                next = Some(waiter.deadline);
+            }
+        }
+        waiters.next_expiry = next;
+        for id in expired {
+            if let Some(waiter) = waiters.by_id.remove(&id) {
+                let _ = waiter.answer.send(Answer::Expired);
+            }
         }
     }
 }
@@ -624,5 +731,135 @@ mod tests {
             );
         }
         assert!(peer.next().await.is_none(), "the peer reads the end");
+    }
+
+    /// A peer that reads requests and never answers them; what it read.
+    fn silent_peer(
+        mut peer: FramedRead<tokio::net::UnixStream, FrameCodec>,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<Message> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(Ok(frame))) = peer.next().await {
+                let _ = tx.send(frame.message);
+            }
+        });
+        rx
+    }
+
+    fn cancel(id: u64) -> Message {
+        Message::Cancel { id }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_request_times_out_at_its_own_deadline_and_is_cancelled() {
+        let (link, _flusher, peer) = pair();
+        let mut read = silent_peer(peer);
+        let started = Instant::now();
+        let call = |timeout: u64| {
+            let link = link.clone();
+            tokio::spawn(async move {
+                let result = link
+                    .call(
+                        ping,
+                        Bytes::new(),
+                        Duration::from_secs(timeout),
+                        Some(cancel),
+                    )
+                    .await;
+                (result.map(|_| ()), started.elapsed())
+            })
+        };
+        // The long one first: the short one, sent later, must wake the expirer sooner.
+        let long = call(30);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let short = call(2);
+        // Bounded, so that an expirer that slept on would fail the test, not hang it.
+        let (result, after) = tokio::time::timeout(Duration::from_secs(60), short)
+            .await
+            .expect("the short request never timed out")
+            .unwrap();
+        assert!(matches!(result, Err(PluginError::Timeout(_))), "{result:?}");
+        assert_eq!(after.as_secs(), 3, "short one timed out after {after:?}");
+        let (result, after) = long.await.unwrap();
+        assert!(matches!(result, Err(PluginError::Timeout(_))), "{result:?}");
+        assert_eq!(after.as_secs(), 30, "long one timed out after {after:?}");
+        // Each was sent, then cancelled once it timed out.
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(read.recv().await.unwrap());
+        }
+        assert!(
+            matches!(seen[..], [
+            Message::Ping { id: a },
+            Message::Ping { id: b },
+            Message::Cancel { id: c },
+            Message::Cancel { id: d },
+        ] if c == b && d == a),
+            "{seen:?}"
+        );
+        assert!(link.lock().by_id.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_in_time_is_not_expired_and_the_expirer_moves_on() {
+        let (link, _flusher, mut peer) = pair();
+        let answered = {
+            let link = link.clone();
+            tokio::spawn(async move {
+                link.call(ping, Bytes::new(), Duration::from_secs(5), Some(cancel))
+                    .await
+            })
+        };
+        let id = peer
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .message
+            .id()
+            .unwrap();
+        assert!(link.answer(Frame::new(Message::Pong { id })));
+        assert!(answered.await.unwrap().is_ok());
+        // The expirer still wakes at the answered one's deadline and finds nothing;
+        // a later request keeps its own full timeout.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let started = Instant::now();
+        let late = link.call(ping, Bytes::new(), Duration::from_secs(5), Some(cancel));
+        let late = tokio::time::timeout(Duration::from_secs(60), late)
+            .await
+            .expect("the late request never timed out");
+        assert!(matches!(late, Err(PluginError::Timeout(_))), "{late:?}");
+        assert_eq!(started.elapsed().as_secs(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_closed_link_fails_its_waiters_and_its_expirer_ends() {
+        let (link, flusher, _peer) = pair();
+        let waiting = {
+            let link = link.clone();
+            tokio::spawn(async move {
+                link.call(ping, Bytes::new(), Duration::from_secs(3600), None)
+                    .await
+            })
+        };
+        while link.lock().by_id.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        link.close();
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Err(PluginError::NotConnected)
+        ));
+        flusher.await.unwrap();
+        // Only the test's handle is left once the flusher and the expirer ended.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&link) > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a task still holds the link"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
