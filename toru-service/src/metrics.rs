@@ -1,6 +1,6 @@
 //! `/metrics`: Prometheus text exposition, through `prometheus-client`.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -29,6 +29,20 @@ struct StateLabels {
     state: String,
 }
 
+/// The status classes requests are counted by; `other` past 9xx.
+const CLASSES: [&str; 11] = [
+    "0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx", "other",
+];
+
+/// One plugin's (or the API's) request meters, taken from their families the first
+/// time they count and kept beside the plugin: counting a request is then an atomic
+/// add and a histogram bucket, with no label set built, hashed or looked up.
+#[derive(Debug, Default)]
+pub(crate) struct Meters {
+    requests: [OnceLock<Counter>; CLASSES.len()],
+    latency: OnceLock<Histogram>,
+}
+
 /// torud's metrics.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -47,6 +61,8 @@ pub(crate) struct Metrics {
     kv_commits: Counter,
     uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
     started: Instant,
+    /// The requests torud answered itself.
+    api: Meters,
 }
 
 fn latency_histogram() -> Histogram {
@@ -162,27 +178,32 @@ impl Metrics {
             kv_commits,
             uptime,
             started: Instant::now(),
+            api: Meters::default(),
         }
     }
 
     /// Counts one answered request.
-    pub(crate) fn observe(&self, plugin: Option<&str>, status: u16, elapsed: Duration) {
-        let plugin = plugin.unwrap_or("api").to_owned();
-        const CLASSES: [&str; 10] = [
-            "0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx",
-        ];
-        let class = CLASSES
-            .get(usize::from(status / 100))
-            .copied()
-            .unwrap_or("other");
-        self.requests
-            .get_or_create(&RequestLabels {
-                plugin: plugin.clone(),
-                class,
+    /// `plugin` is its id and its [`Meters`]; none for a request torud answered itself.
+    pub(crate) fn observe(&self, plugin: Option<(&str, &Meters)>, status: u16, elapsed: Duration) {
+        let (plugin, meters) = plugin.unwrap_or(("api", &self.api));
+        let class = usize::from(status / 100).min(CLASSES.len() - 1);
+        meters.requests[class]
+            .get_or_init(|| {
+                let labels = RequestLabels {
+                    plugin: plugin.to_owned(),
+                    class: CLASSES[class],
+                };
+                self.requests.get_or_create(&labels).clone()
             })
             .inc();
-        self.latency
-            .get_or_create(&PluginLabels { plugin })
+        meters
+            .latency
+            .get_or_init(|| {
+                let labels = PluginLabels {
+                    plugin: plugin.to_owned(),
+                };
+                self.latency.get_or_create(&labels).clone()
+            })
             .observe(elapsed.as_secs_f64());
     }
 

@@ -433,8 +433,11 @@ impl Backend for Daemon {
         match (route, plugin) {
             (Some(_), None) => {}
             (_, plugin) => {
-                self.metrics
-                    .observe(plugin.as_ref().map(|p| p.id.as_str()), status, elapsed);
+                self.metrics.observe(
+                    plugin.as_ref().map(|p| (p.id.as_str(), &p.meters)),
+                    status,
+                    elapsed,
+                );
             }
         }
     }

@@ -28,8 +28,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// The request the plugin gets: path `rest` below its route plus the query,
 /// the client's end-to-end headers minus `Host` and `Authorization`.
 pub(crate) fn plugin_request(parts: request::Parts, rest: &str, body: Bytes) -> HttpRequest {
-    let mut path = rest.to_owned();
-    if let Some(query) = parts.uri.query() {
+    let query = parts.uri.query();
+    let mut path = String::with_capacity(rest.len() + query.map_or(0, |q| q.len() + 1));
+    path.push_str(rest);
+    if let Some(query) = query {
         path.push('?');
         path.push_str(query);
     }
@@ -84,6 +86,11 @@ pub(crate) fn bundle_response(answer: HttpResponse) -> Result<Response<Body>, Ap
 
 /// `headers` without the hop-by-hop ones, including those `Connection` names.
 fn end_to_end(mut headers: HeaderMap) -> HeaderMap {
+    // Most messages carry none: one look at each name (the names `Connection` lists
+    // matter only with a `Connection`, itself hop-by-hop) instead of a removal each.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return headers;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()

@@ -179,28 +179,29 @@ impl<B: Backend> Gateway<B> {
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
-        // The path only: a query string may carry what a plugin considers secret.
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let (response, subject) = self.answer(transport, request).await;
+        // Shares the request's bytes (no copy): routing borrows the path from it.
+        let uri = request.uri().clone();
+        let (response, subject) = self.answer(transport, uri.path(), request).await;
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
-        tracing::debug!(%method, path, status, ?elapsed, ?transport, "answered");
-        self.backend.observe(subject.as_deref(), status, elapsed);
+        // The path only: a query string may carry what a plugin considers secret.
+        tracing::debug!(%method, path = uri.path(), status, ?elapsed, ?transport, "answered");
+        self.backend.observe(subject, status, elapsed);
         Ok(response)
     }
 
     /// The response, and the plugin it was about when the backend knew it
     /// (unknown names stay out of the metrics, so clients cannot mint labels).
-    async fn answer(
+    async fn answer<'a>(
         &self,
         transport: Transport,
+        path: &'a str,
         request: Request<Incoming>,
-    ) -> (Response<Body>, Option<String>) {
-        let path = request.uri().path().to_owned();
-        if console::is_console(&path) {
+    ) -> (Response<Body>, Option<&'a str>) {
+        if console::is_console(path) {
             let response = if matches!(*request.method(), Method::GET | Method::HEAD) {
-                console::answer(&path, request.headers()).unwrap_or_else(|| {
+                console::answer(path, request.headers()).unwrap_or_else(|| {
                     respond::error(&ApiError::NotFound(format!("no such path: {path}")))
                 })
             } else {
@@ -211,16 +212,12 @@ impl<B: Backend> Gateway<B> {
         // Credentials come before routing: without them, a client learns
         // nothing, not even which paths exist.
         let caller = access::caller(transport, request.headers(), &self.token, &self.sessions);
-        if let Err(err) = access::check(
-            transport,
-            caller,
-            request.method(),
-            &path,
-            request.headers(),
-        ) {
+        if let Err(err) =
+            access::check(transport, caller, request.method(), path, request.headers())
+        {
             return (respond::error(&err), None);
         }
-        let Some(endpoint) = Endpoint::parse(&path) else {
+        let Some(endpoint) = Endpoint::parse(path) else {
             let err = ApiError::NotFound(format!("no such path: {path}"));
             return (respond::error(&err), None);
         };
@@ -231,7 +228,7 @@ impl<B: Backend> Gateway<B> {
                 return (respond::error(&ApiError::MethodNotAllowed(allow)), None);
             }
         }
-        let subject = endpoint.subject().map(str::to_owned);
+        let subject = endpoint.subject();
         match self.dispatch(endpoint, request, caller).await {
             Ok(response) => (response, subject),
             Err(err @ ApiError::NotFound(_)) => (respond::error(&err), None),

@@ -133,6 +133,8 @@ pub(crate) struct PluginHandle {
     pub(crate) socket: PathBuf,
     /// Its recent output.
     pub(crate) logs: Arc<PluginLogs>,
+    /// Its requests' counters and latency histogram.
+    pub(crate) meters: crate::metrics::Meters,
     status: Mutex<Status>,
     link: RwLock<Option<Arc<PluginLink>>>,
     group: RwLock<Option<Arc<PluginGroup>>>,
@@ -156,6 +158,7 @@ impl PluginHandle {
             fingerprint,
             protocol: metadata.protocol_version(),
             logs: PluginLogs::new(&id),
+            meters: Default::default(),
             id,
             path,
             metadata: Some(metadata),
@@ -190,6 +193,7 @@ impl PluginHandle {
         Self {
             fingerprint,
             logs: PluginLogs::new(&id),
+            meters: Default::default(),
             id,
             path,
             metadata: None,
