@@ -386,8 +386,12 @@ async fn read_loop<K: KvBackend>(
                 if frame.message.is_reply() {
                     let (id, kind) = (frame.message.id(), frame.message.kind());
                     if !link.answer(frame) {
-                        // Also what an answer arriving after our timeout looks like.
-                        warn!(?id, kind, "answer to no pending request; ignored");
+                        if id.is_some_and(|id| link.gave_up_on(id)) {
+                            // It crossed our cancel, or came after the timeout.
+                            debug!(?id, kind, "answer to a request given up on; ignored");
+                        } else {
+                            warn!(?id, kind, "answer to no pending request; ignored");
+                        }
                     }
                     continue;
                 }

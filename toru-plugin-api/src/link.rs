@@ -48,7 +48,13 @@ struct Waiters {
     /// No later than the earliest deadline in `by_id` (it may be earlier: an answered
     /// request's deadline stays here until the expirer wakes and looks again).
     next_expiry: Option<Instant>,
+    /// The latest requests this end gave up on (cancelled or timed out), oldest
+    /// first: their answers may still come, and are no fault of the peer's.
+    abandoned: VecDeque<u64>,
 }
+
+/// How many given-up requests [`Waiters::abandoned`] remembers.
+const ABANDONED_KEPT: usize = 1024;
 
 /// A request waiting for its answer.
 #[derive(Debug)]
@@ -402,6 +408,12 @@ impl Link {
         true
     }
 
+    /// Whether `id` is one of the latest requests this end gave up on: an answer to it
+    /// crossed our `cancel` or came after the timeout, which is normal.
+    pub(crate) fn gave_up_on(&self, id: u64) -> bool {
+        self.lock().abandoned.contains(&id)
+    }
+
     /// Fails our request `id` with `error`, as if the peer had answered so:
     /// used when the peer's answer to it arrived unreadable.
     pub(crate) fn fail(&self, id: u64, code: ErrorCode, message: String) -> bool {
@@ -466,7 +478,14 @@ impl Drop for Forget<'_> {
         if self.answered {
             return;
         }
-        self.link.lock().by_id.remove(&self.id);
+        {
+            let mut waiters = self.link.lock();
+            waiters.by_id.remove(&self.id);
+            if waiters.abandoned.len() == ABANDONED_KEPT {
+                waiters.abandoned.pop_front();
+            }
+            waiters.abandoned.push_back(self.id);
+        }
         if let Some(cancel) = self.cancel
             && let Ok(frame) = EncodedFrame::from_parts(&cancel(self.id), Bytes::new())
         {
@@ -798,6 +817,12 @@ mod tests {
             "{seen:?}"
         );
         assert!(link.lock().by_id.is_empty());
+        assert!(
+            seen.iter()
+                .filter_map(Message::id)
+                .all(|id| link.gave_up_on(id)),
+            "timed out, so given up on"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -861,5 +886,51 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_on_is_remembered_so_its_late_answer_is_no_fault() {
+        let (link, _flusher, mut peer) = pair();
+        let call = {
+            let link = link.clone();
+            tokio::spawn(async move {
+                link.call(ping, Bytes::new(), Duration::from_secs(3600), Some(cancel))
+                    .await
+            })
+        };
+        let id = peer
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .message
+            .id()
+            .unwrap();
+        call.abort();
+        assert!(call.await.unwrap_err().is_cancelled());
+        let frame = peer.next().await.unwrap().unwrap().unwrap();
+        assert!(matches!(frame.message, Message::Cancel { id: c } if c == id));
+        // The answer that crossed the cancel finds nobody, and is known for what it is.
+        assert!(!link.answer(Frame::new(Message::Pong { id })));
+        assert!(link.gave_up_on(id));
+        assert!(!link.gave_up_on(id + 1), "an id never given up on");
+    }
+
+    #[tokio::test]
+    async fn only_the_latest_requests_given_up_on_are_remembered() {
+        let (link, _flusher, _peer) = pair();
+        for id in 0..ABANDONED_KEPT as u64 + 10 {
+            drop(Forget {
+                link: &link,
+                id,
+                cancel: None,
+                answered: false,
+            });
+        }
+        assert_eq!(link.lock().abandoned.len(), ABANDONED_KEPT);
+        assert!(!link.gave_up_on(9));
+        assert!(link.gave_up_on(10));
+        assert!(link.gave_up_on(ABANDONED_KEPT as u64 + 9));
     }
 }

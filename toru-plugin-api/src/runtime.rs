@@ -552,7 +552,11 @@ impl Connection {
         if frame.message.is_reply() {
             let (id, kind) = (frame.message.id(), frame.message.kind());
             if !self.link.answer(frame) {
-                warn!(?id, kind, "answer to no request of ours; ignored");
+                if id.is_some_and(|id| self.link.gave_up_on(id)) {
+                    debug!(?id, kind, "answer to a request given up on; ignored");
+                } else {
+                    warn!(?id, kind, "answer to no request of ours; ignored");
+                }
             }
             return;
         }
