@@ -85,9 +85,9 @@ else
 fi
 load() { wrk -t1 -c"$CONNECTIONS" -d"$1" -s "$WORK/stop.lua" -H "Authorization: Bearer $TOKEN" "$URL"; }
 load 8s >/dev/null
-callgrind_control -z "$COUNTED" >/dev/null
+callgrind_control -z "$COUNTED" >/dev/null 2>&1
 OUT=$(load 15s)
-callgrind_control -d "$COUNTED" >/dev/null
+callgrind_control -d "$COUNTED" >/dev/null 2>&1
 MADE=$(awk '/requests in/ {print $1}' <<<"$OUT")
 sleep 1
 DUMP=$(printf '%s\n' "$WORK/cg/out.$COUNTED".* | sort | tail -1)
