@@ -244,8 +244,18 @@ impl Link {
     }
 
     /// Writes the outbox until it is empty (the writer is then nobody) or the socket is
-    /// full (the writer is then the flusher task). Only the writer calls it.
+    /// full (the writer is then the flusher task). Only the writer calls it. When the
+    /// socket fails, the writer is nobody again, and the flusher is woken to end.
     fn flush(&self) -> Flushed {
+        let flushed = self.write_out();
+        if let Flushed::Failed = flushed {
+            self.outbox().writer = Writer::Nobody;
+            self.stalled.notify_one();
+        }
+        flushed
+    }
+
+    fn write_out(&self) -> Flushed {
         let Some(socket) = self.socket() else {
             return Flushed::Failed;
         };
@@ -563,7 +573,13 @@ async fn flusher(link: Arc<Link>) {
         match writer {
             Writer::Flusher => {}
             Writer::Nobody if link.closed.is_cancelled() => break,
-            // Nothing to do, or a sender writing (it wakes us once done, if closed).
+            // Closed while a sender writes: it wakes us once done (waiting on `closed`
+            // too would return at once, again and again).
+            Writer::Sender if link.closed.is_cancelled() => {
+                stalled.await;
+                continue;
+            }
+            // Nothing to do, or a sender writing.
             Writer::Nobody | Writer::Sender => {
                 tokio::select! {
                     () = stalled => {}
@@ -932,5 +948,30 @@ mod tests {
         assert!(!link.gave_up_on(9));
         assert!(link.gave_up_on(10));
         assert!(link.gave_up_on(ABANDONED_KEPT as u64 + 9));
+    }
+
+    /// A write that fails (the peer is gone) closes the link, and the flusher ends:
+    /// it once spun on the closed link forever, holding a worker thread at 100 % CPU
+    /// (torud then never reaped the dead plugin nor restarted it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_closes_the_link_and_the_flusher_ends() {
+        let (link, flusher, peer) = pair();
+        drop(peer);
+        // The first write may still land in the socket's buffer; one soon fails.
+        let mut failed = false;
+        for i in 0..100 {
+            if link.send(&ping(i), Bytes::new()).await.is_err() {
+                failed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(failed, "writes to a closed peer kept succeeding");
+        assert!(link.is_closed());
+        assert_eq!(link.outbox().writer, Writer::Nobody);
+        tokio::time::timeout(Duration::from_secs(10), flusher)
+            .await
+            .expect("the flusher did not end after the link failed")
+            .unwrap();
     }
 }
