@@ -785,6 +785,22 @@ mod tests {
         Message::Cancel { id }
     }
 
+    /// A `ping` call on a task of its own.
+    fn spawn_ping(
+        link: &Arc<Link>,
+        timeout: Duration,
+        cancel: Option<fn(u64) -> Message>,
+    ) -> JoinHandle<PluginResult<Frame>> {
+        let link = link.clone();
+        tokio::spawn(async move { link.call(ping, Bytes::new(), timeout, cancel).await })
+    }
+
+    /// The id of the next frame the peer reads.
+    async fn next_id(peer: &mut FramedRead<tokio::net::UnixStream, FrameCodec>) -> u64 {
+        let frame = peer.next().await.unwrap().unwrap().unwrap();
+        frame.message.id().unwrap()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn each_request_times_out_at_its_own_deadline_and_is_cancelled() {
         let (link, _flusher, peer) = pair();
@@ -844,22 +860,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_answer_in_time_is_not_expired_and_the_expirer_moves_on() {
         let (link, _flusher, mut peer) = pair();
-        let answered = {
-            let link = link.clone();
-            tokio::spawn(async move {
-                link.call(ping, Bytes::new(), Duration::from_secs(5), Some(cancel))
-                    .await
-            })
-        };
-        let id = peer
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-            .message
-            .id()
-            .unwrap();
+        let answered = spawn_ping(&link, Duration::from_secs(5), Some(cancel));
+        let id = next_id(&mut peer).await;
         assert!(link.answer(Frame::new(Message::Pong { id })));
         assert!(answered.await.unwrap().is_ok());
         // The expirer still wakes at the answered one's deadline and finds nothing;
@@ -877,13 +879,7 @@ mod tests {
     #[tokio::test]
     async fn a_closed_link_fails_its_waiters_and_its_expirer_ends() {
         let (link, flusher, _peer) = pair();
-        let waiting = {
-            let link = link.clone();
-            tokio::spawn(async move {
-                link.call(ping, Bytes::new(), Duration::from_secs(3600), None)
-                    .await
-            })
-        };
+        let waiting = spawn_ping(&link, Duration::from_secs(3600), None);
         while link.lock().by_id.is_empty() {
             tokio::task::yield_now().await;
         }
@@ -907,22 +903,8 @@ mod tests {
     #[tokio::test]
     async fn a_request_given_up_on_is_remembered_so_its_late_answer_is_no_fault() {
         let (link, _flusher, mut peer) = pair();
-        let call = {
-            let link = link.clone();
-            tokio::spawn(async move {
-                link.call(ping, Bytes::new(), Duration::from_secs(3600), Some(cancel))
-                    .await
-            })
-        };
-        let id = peer
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-            .message
-            .id()
-            .unwrap();
+        let call = spawn_ping(&link, Duration::from_secs(3600), Some(cancel));
+        let id = next_id(&mut peer).await;
         call.abort();
         assert!(call.await.unwrap_err().is_cancelled());
         let frame = peer.next().await.unwrap().unwrap().unwrap();
