@@ -412,10 +412,20 @@ async fn a_flood_of_long_and_short_lines_costs_a_plugin_nothing() {
         204
     );
 
-    let logs = torud
-        .get("/api/plugins/flood/logs?page_size=1000")
-        .await
-        .json();
+    // The line comes through the plugin's stderr, the answer through its socket: two
+    // readers in torud, so the line may reach the ring a moment after the answer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let logs = loop {
+        let logs = torud
+            .get("/api/plugins/flood/logs?page_size=1000")
+            .await
+            .json();
+        let last = logs["logs"].as_array().unwrap().last().cloned();
+        if last.is_some_and(|l| l["message"] == "after all") || Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let messages: Vec<&str> = logs["logs"]
         .as_array()
         .unwrap()
