@@ -35,6 +35,15 @@ pub fn length_delimited() -> LengthDelimitedCodec {
         .new_codec()
 }
 
+/// Whether `buffered` (what a reader has read and not yet split) holds at least one
+/// whole frame, so that reading the next one needs no system call.
+pub(crate) fn holds_a_frame(buffered: &[u8]) -> bool {
+    match buffered.first_chunk::<4>() {
+        Some(prefix) => buffered.len() - 4 >= u32::from_be_bytes(*prefix) as usize,
+        None => false,
+    }
+}
+
 /// Protocol-1 codec: each frame is one JSON document, passed on as bytes.
 pub type V1Codec = LengthDelimitedCodec;
 

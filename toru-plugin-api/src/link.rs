@@ -10,6 +10,13 @@
 //! waiting for it to drain. Writes happen in plain functions, never across an
 //! `.await`, so a sender cancelled mid-way can never leave half a frame.
 //!
+//! Two ways let frames share a write when many are sent close together. A reader
+//! handling frames already in its buffer holds the link ([`Link::hold`]): what is
+//! sent meanwhile waits, and goes out in one write when the reader is about to read
+//! again. A request sent while others are in flight gathers ([`Link::call`]): its
+//! sender queues it, lets every task already runnable go first (they may send too),
+//! then writes everything queued.
+//!
 //! Requests this end sent time out by their deadline in the table, not by a timer
 //! each: the link's one timer sleeps until the earliest deadline (the expirer task),
 //! so a request costs a clock read instead of a timer registered and cleared.
@@ -39,6 +46,8 @@ use crate::protocol::v2::{ErrorCode, Frame, Message};
 const OUTBOX_LIMIT: usize = 4 * 1024 * 1024;
 /// Pieces handed to one vectored write (Linux takes up to 1024).
 const IOVECS: usize = 64;
+/// Bytes a held link queues before it writes anyway: a batch, not a backlog.
+const HELD_LIMIT: usize = 64 * 1024;
 
 /// The requests this end sent that wait for an answer, and when the expirer next
 /// looks at them.
@@ -81,6 +90,8 @@ struct Outbox {
     bytes: usize,
     /// Who writes: while someone does, the others only queue.
     writer: Writer,
+    /// A reader holds the link ([`Link::hold`]): senders queue up to [`HELD_LIMIT`].
+    held: bool,
 }
 
 /// Who writes the outbox to the socket: one at a time, so frames keep their order.
@@ -89,6 +100,9 @@ enum Writer {
     /// Nobody: the next sender writes.
     #[default]
     Nobody,
+    /// A sender that queued its frame and lets the tasks already runnable go first,
+    /// gathering what they send; it writes when it is polled again (or dropped).
+    Gathering,
     /// A sender, right now.
     Sender,
     /// The flusher task: the socket was full, and it waits for room.
@@ -134,10 +148,39 @@ impl Drop for LeftLine<'_> {
     }
 }
 
+/// A held link ([`Link::hold`]); writes what was queued meanwhile when dropped.
+pub(crate) struct Held<'a>(&'a Link);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        {
+            let mut outbox = self.0.outbox();
+            outbox.held = false;
+            if outbox.writer != Writer::Nobody || outbox.pieces.is_empty() {
+                return;
+            }
+            outbox.writer = Writer::Sender;
+        }
+        let _ = self.0.write_as_writer();
+    }
+}
+
+/// A gathering sender's turn to write: taken when it is dropped.
+struct Gathered<'a>(&'a Link);
+
+impl Drop for Gathered<'_> {
+    fn drop(&mut self) {
+        self.0.outbox().writer = Writer::Sender;
+        let _ = self.0.write_as_writer();
+    }
+}
+
 /// What became of a frame given to [`Link::try_send`].
 enum Sent {
     /// Written, or queued behind the writer, who writes it.
     Written,
+    /// Queued, with this sender the writer once it has let others go first.
+    Gathering,
     /// The link is closed (or its socket failed).
     Closed,
     /// The outbox is full: the frame, back.
@@ -176,10 +219,24 @@ impl Link {
     /// Writes one frame (or queues it behind the one being written); fails at once if
     /// it is too large or the link is closed. Waits only while the outbox is full.
     pub(crate) async fn send(&self, message: &Message, body: Bytes) -> PluginResult<()> {
-        let mut frame = EncodedFrame::from_parts(message, body)?;
+        self.send_frame(EncodedFrame::from_parts(message, body)?, false)
+            .await
+    }
+
+    /// [`Link::send`] of a frame already encoded; `gather`: let the tasks already
+    /// runnable send theirs before writing, so that they share the write.
+    async fn send_frame(&self, mut frame: EncodedFrame, gather: bool) -> PluginResult<()> {
         if self.in_line.load(Ordering::Acquire) == 0 {
-            match self.try_send(frame) {
+            match self.try_send(frame, gather) {
                 Sent::Written => return Ok(()),
+                Sent::Gathering => {
+                    // Writes when dropped: after the yield, or if the caller gives up
+                    // meanwhile. A failed write closes the link, which the caller's
+                    // answer then says.
+                    let _writes = Gathered(self);
+                    tokio::task::yield_now().await;
+                    return Ok(());
+                }
                 Sent::Closed => return Err(PluginError::NotConnected),
                 Sent::Full(back) => frame = back,
             }
@@ -195,8 +252,8 @@ impl Link {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_send(frame) {
-                Sent::Written => return Ok(()),
+            match self.try_send(frame, false) {
+                Sent::Written | Sent::Gathering => return Ok(()),
                 Sent::Closed => return Err(PluginError::NotConnected),
                 Sent::Full(back) => frame = back,
             }
@@ -207,15 +264,24 @@ impl Link {
         }
     }
 
+    /// Holds this end's writes while the caller handles frames it has already read:
+    /// what is sent until the guard drops is queued (up to [`HELD_LIMIT`] bytes), and
+    /// written together when it drops. The caller drops it before it waits for input.
+    pub(crate) fn hold(&self) -> Held<'_> {
+        self.outbox().held = true;
+        Held(self)
+    }
+
     /// Queues one frame without waiting, for `Drop` code (a `cancel`); dropped when the
     /// outbox is full (the peer is not reading anyway) or the link closed.
     fn send_now(&self, frame: EncodedFrame) {
-        let _ = self.try_send(frame);
+        let _ = self.try_send(frame, false);
     }
 
-    /// Queues `frame`, and writes the outbox when nobody else is writing it; hands the
-    /// frame back when the outbox is full.
-    fn try_send(&self, frame: EncodedFrame) -> Sent {
+    /// Queues `frame`, and writes the outbox when nobody else is writing it (or, with
+    /// `gather`, becomes the writer to write it soon); hands the frame back when the
+    /// outbox is full.
+    fn try_send(&self, frame: EncodedFrame, gather: bool) -> Sent {
         if self.closed.is_cancelled() {
             return Sent::Closed;
         }
@@ -225,11 +291,20 @@ impl Link {
                 return Sent::Full(frame);
             }
             outbox.push(frame);
-            if outbox.writer != Writer::Nobody {
+            if outbox.writer != Writer::Nobody || (outbox.held && outbox.bytes < HELD_LIMIT) {
                 return Sent::Written;
+            }
+            if gather {
+                outbox.writer = Writer::Gathering;
+                return Sent::Gathering;
             }
             outbox.writer = Writer::Sender;
         }
+        self.write_as_writer()
+    }
+
+    /// Writes the outbox, as its writer.
+    fn write_as_writer(&self) -> Sent {
         match self.flush() {
             Flushed::All => Sent::Written,
             Flushed::Stalled => {
@@ -361,7 +436,7 @@ impl Link {
         let deadline = now
             .checked_add(timeout)
             .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
-        let sooner = {
+        let (sooner, others) = {
             let mut waiters = self.lock();
             waiters.by_id.insert(
                 id,
@@ -374,7 +449,7 @@ impl Link {
             if sooner {
                 waiters.next_expiry = Some(deadline);
             }
-            sooner
+            (sooner, waiters.by_id.len() > 1)
         };
         if sooner {
             self.sooner.notify_one();
@@ -385,7 +460,10 @@ impl Link {
             cancel,
             answered: false,
         };
-        self.send(&request(id), body).await?;
+        // With other requests in flight, more are likely on their way (their answers
+        // come in batches, and so do the requests that follow them): gather them.
+        self.send_frame(EncodedFrame::from_parts(&request(id), body)?, others)
+            .await?;
         let answer = match rx.await {
             Ok(Answer::Frame(frame)) => frame,
             // The guard tells the peer to stop working on it.
@@ -575,12 +653,12 @@ async fn flusher(link: Arc<Link>) {
             Writer::Nobody if link.closed.is_cancelled() => break,
             // Closed while a sender writes: it wakes us once done (waiting on `closed`
             // too would return at once, again and again).
-            Writer::Sender if link.closed.is_cancelled() => {
+            Writer::Sender | Writer::Gathering if link.closed.is_cancelled() => {
                 stalled.await;
                 continue;
             }
             // Nothing to do, or a sender writing.
-            Writer::Nobody | Writer::Sender => {
+            Writer::Nobody | Writer::Sender | Writer::Gathering => {
                 tokio::select! {
                     () = stalled => {}
                     () = link.closed.cancelled() => {}
@@ -955,5 +1033,123 @@ mod tests {
             .await
             .expect("the flusher did not end after the link failed")
             .unwrap();
+    }
+
+    /// The link, and the peer's end as a plain non-blocking socket: what was written
+    /// can be read at once, and nothing else.
+    async fn raw_pair() -> (Arc<Link>, JoinHandle<()>, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let (_read, write) = tokio::net::UnixStream::from_std(ours).unwrap().into_split();
+        let (link, flusher) = Link::start(write);
+        // tokio knows the socket is writable once its driver has said so: until then a
+        // write would go to the flusher task.
+        link.socket().unwrap().writable().await.unwrap();
+        (link, flusher, theirs)
+    }
+
+    /// The whole frames written to the peer so far and not yet read (id and type).
+    fn written(
+        peer: &mut std::os::unix::net::UnixStream,
+        buffer: &mut bytes::BytesMut,
+    ) -> Vec<(u64, &'static str)> {
+        use std::io::Read;
+        use tokio_util::codec::Decoder;
+        let mut chunk = [0u8; 65536];
+        loop {
+            match peer.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("reading the peer's end: {e}"),
+            }
+        }
+        let mut codec = FrameCodec::new();
+        let mut frames = Vec::new();
+        while let Some(frame) = codec.decode(buffer).unwrap() {
+            let message = frame.unwrap().message;
+            frames.push((message.id().unwrap(), message.kind()));
+        }
+        frames
+    }
+
+    fn pings(ids: std::ops::RangeInclusive<u64>) -> Vec<(u64, &'static str)> {
+        ids.map(|id| (id, "ping")).collect()
+    }
+
+    #[tokio::test]
+    async fn frames_sent_while_the_link_is_held_go_out_together_when_it_is_released() {
+        let (link, _flusher, mut peer) = raw_pair().await;
+        let mut buffer = bytes::BytesMut::new();
+        let held = link.hold();
+        for id in 1..=3 {
+            link.send(&ping(id), Bytes::new()).await.unwrap();
+        }
+        assert_eq!(written(&mut peer, &mut buffer), []);
+        drop(held);
+        assert_eq!(written(&mut peer, &mut buffer), pings(1..=3));
+        // No longer held: written at once.
+        link.send(&ping(4), Bytes::new()).await.unwrap();
+        assert_eq!(written(&mut peer, &mut buffer), pings(4..=4));
+    }
+
+    #[tokio::test]
+    async fn a_held_link_writes_anyway_once_a_batch_is_queued() {
+        let (link, _flusher, mut peer) = raw_pair().await;
+        let mut buffer = bytes::BytesMut::new();
+        let _held = link.hold();
+        let body = Bytes::from(vec![0u8; HELD_LIMIT / 8]);
+        for id in 1..=7 {
+            link.send(&ping(id), body.clone()).await.unwrap();
+        }
+        assert_eq!(written(&mut peer, &mut buffer), []);
+        // The eighth takes the queue past HELD_LIMIT (the headers count too).
+        link.send(&ping(8), body).await.unwrap();
+        assert_eq!(written(&mut peer, &mut buffer), pings(1..=8));
+    }
+
+    #[tokio::test]
+    async fn a_request_sent_while_others_are_in_flight_takes_what_is_sent_meanwhile_along() {
+        use futures_util::FutureExt;
+        let (link, _flusher, mut peer) = raw_pair().await;
+        let mut buffer = bytes::BytesMut::new();
+        let timeout = Duration::from_secs(60);
+        // Alone in flight: written at once.
+        let mut first = Box::pin(link.call(ping, Bytes::new(), timeout, None));
+        assert!(first.as_mut().now_or_never().is_none());
+        assert_eq!(written(&mut peer, &mut buffer), pings(1..=1));
+        // With the first in flight, the second waits until its task is polled again,
+        // and what others send meanwhile goes with it, behind it.
+        let mut second = Box::pin(link.call(ping, Bytes::new(), timeout, None));
+        assert!(second.as_mut().now_or_never().is_none());
+        assert_eq!(written(&mut peer, &mut buffer), []);
+        link.send(&ping(100), Bytes::new()).await.unwrap();
+        assert_eq!(written(&mut peer, &mut buffer), []);
+        assert!(second.as_mut().now_or_never().is_none());
+        assert_eq!(
+            written(&mut peer, &mut buffer),
+            [(2, "ping"), (100, "ping")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_on_while_it_gathers_is_written_then_cancelled() {
+        use futures_util::FutureExt;
+        let (link, _flusher, mut peer) = raw_pair().await;
+        let mut buffer = bytes::BytesMut::new();
+        let timeout = Duration::from_secs(60);
+        let mut first = Box::pin(link.call(ping, Bytes::new(), timeout, None));
+        assert!(first.as_mut().now_or_never().is_none());
+        let mut second = Box::pin(link.call(ping, Bytes::new(), timeout, Some(cancel)));
+        assert!(second.as_mut().now_or_never().is_none());
+        drop(second);
+        assert_eq!(
+            written(&mut peer, &mut buffer),
+            [(1, "ping"), (2, "ping"), (2, "cancel")]
+        );
+        // Nothing is left gathering: the next frame goes out at once.
+        link.send(&ping(100), Bytes::new()).await.unwrap();
+        assert_eq!(written(&mut peer, &mut buffer), [(100, "ping")]);
     }
 }
