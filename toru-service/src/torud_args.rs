@@ -163,6 +163,19 @@ The defaults of \fBstate_dir\fR and \fBruntime_dir\fR when set.
 When it names torud's standard error, torud logs to the journal directly,
 each plugin's lines with the field \fBTORU_PLUGIN=\fR\fIid\fR and the fields
 of the plugin's JSON line as \fBTORU_FIELD_\fR\fINAME\fR.
+.TP
+\fBTOKIO_WORKER_THREADS\fR
+How many threads serve HTTP and the plugins' connections; one per core when
+unset. On a small machine shared with other work, \fB1\fR spends less CPU
+per request (no hand\-offs between threads) at the price of using one core
+at most. Anything but a whole number from 1 up stops torud with an error.
+Set it with \fBsystemctl edit toru.service\fR:
+.RS
+.nf
+[Service]
+Environment=TOKIO_WORKER_THREADS=1
+.fi
+.RE
 .PP
 None of these reach the plugins, which get \fBTORU_PLUGIN_SOCKET\fR,
 \fBTORU_PLUGIN_ID\fR and \fBTORU_INSTANCE_ID\fR.
@@ -292,6 +305,7 @@ mod tests {
             ".SH SIGNALS",
             ".SH FILES",
             ".SH \"EXIT STATUS\"",
+            ".SH ENVIRONMENT",
             "toru.toml\\fR(5)",
         ] {
             assert!(page.contains(text), "{text} missing from:\n{page}");

@@ -84,6 +84,38 @@ fn a_missing_named_config_is_an_error() {
 }
 
 #[test]
+fn a_bad_worker_thread_count_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("toru.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = []\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // tokio itself panics on these.
+    for value in ["0", "four", "-1", ""] {
+        let output = Command::new(TORUD)
+            .args(["--config"])
+            .arg(&config)
+            .env("TOKIO_WORKER_THREADS", value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{value:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "TOKIO_WORKER_THREADS={value} is not a number of threads"
+            )),
+            "{value:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{value:?}: {stderr}");
+    }
+}
+
+#[test]
 fn version_is_printed() {
     let output = Command::new(TORUD).arg("--version").output().unwrap();
     assert!(output.status.success());

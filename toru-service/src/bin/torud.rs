@@ -47,10 +47,18 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match worker_threads() {
+        Ok(Some(threads)) => {
+            builder.worker_threads(threads);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -89,5 +97,21 @@ fn main() -> ExitCode {
             notify::status(&format!("failed: {chain}"));
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// `TOKIO_WORKER_THREADS`, checked: tokio reads it too, and panics on a value that
+/// is not a whole number from 1 up.
+fn worker_threads() -> Result<Option<usize>, String> {
+    const NAME: &str = "TOKIO_WORKER_THREADS";
+    let Some(value) = std::env::var_os(NAME) else {
+        return Ok(None);
+    };
+    match value.to_str().and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(threads) if threads > 0 => Ok(Some(threads)),
+        _ => Err(format!(
+            "{NAME}={} is not a number of threads (a whole number from 1 up)",
+            value.to_string_lossy()
+        )),
     }
 }
