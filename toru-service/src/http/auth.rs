@@ -9,7 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use http::HeaderValue;
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 /// Random bytes in a new token (hex-encoded in the file).
 const TOKEN_BYTES: usize = 32;
@@ -54,7 +54,7 @@ impl AdminToken {
     /// Whether `presented` (surrounding whitespace ignored) is this token, compared in
     /// constant time. An empty secret accepts nobody.
     pub(crate) fn matches(&self, presented: &str) -> bool {
-        !self.secret.is_empty() && bool::from(presented.trim().as_bytes().ct_eq(&self.secret))
+        !self.secret.is_empty() && same_secret(presented.trim().as_bytes(), &self.secret)
     }
 
     /// Whether `authorization` is `Bearer <this token>`. The scheme is
@@ -68,9 +68,26 @@ impl AdminToken {
         else {
             return false;
         };
-        scheme.eq_ignore_ascii_case(b"bearer ")
-            && bool::from(presented.trim_ascii().ct_eq(&self.secret))
+        scheme.eq_ignore_ascii_case(b"bearer ") && same_secret(presented.trim_ascii(), &self.secret)
     }
+}
+
+/// Whether `presented` is `secret`, in a time that depends on their lengths only.
+/// Eight bytes at a step: subtle's comparison of byte slices costs about 13
+/// instructions a byte, a tenth of what torud spends on a forwarded request
+/// besides.
+fn same_secret(presented: &[u8], secret: &[u8]) -> bool {
+    if presented.len() != secret.len() {
+        return false;
+    }
+    let (words, rest) = presented.as_chunks::<8>();
+    let (secret_words, secret_rest) = secret.as_chunks::<8>();
+    let mut same = Choice::from(1);
+    for (word, secret_word) in words.iter().zip(secret_words) {
+        same &= u64::from_ne_bytes(*word).ct_eq(&u64::from_ne_bytes(*secret_word));
+    }
+    same &= rest.ct_eq(secret_rest);
+    bool::from(same)
 }
 
 /// Reads an existing token file; `NotFound` keeps its kind so the caller can create it.

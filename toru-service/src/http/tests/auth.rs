@@ -170,3 +170,31 @@ fn an_empty_secret_accepts_nobody() {
     assert!(token.verify(Some(&HeaderValue::from_static("Bearer abc"))));
     assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
 }
+
+#[test]
+fn a_token_differing_in_any_byte_or_in_length_is_refused() {
+    // Lengths around the eight-byte steps of the comparison, and the real one (64).
+    for len in (1..=25).chain([64]) {
+        let secret: String = (0..len)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let token = AdminToken::from_secret(&secret);
+        let bearer =
+            |presented: &str| HeaderValue::from_str(&format!("Bearer {presented}")).unwrap();
+        assert!(token.verify(Some(&bearer(&secret))), "{len}");
+        assert!(token.matches(&secret), "{len}");
+        for at in 0..len as usize {
+            let mut other = secret.clone().into_bytes();
+            other[at] = b'Z';
+            let other = String::from_utf8(other).unwrap();
+            assert!(!token.verify(Some(&bearer(&other))), "{len}, byte {at}");
+            assert!(!token.matches(&other), "{len}, byte {at}");
+        }
+        assert!(
+            !token.verify(Some(&bearer(&secret[..len as usize - 1]))),
+            "{len}"
+        );
+        assert!(!token.verify(Some(&bearer(&format!("{secret}a")))), "{len}");
+        assert!(!token.matches(&format!("{secret}a")), "{len}");
+    }
+}
