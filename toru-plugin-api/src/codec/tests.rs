@@ -532,6 +532,12 @@ fn headers_the_quick_reading_leaves_to_serde_read_the_same() {
         br#"{"type":"http_response","id":1,"status":200,"headers":[["x-a","caf\u00e9 \"q\""]]}"#,
         br#"{"type":"kv_get","id":1}"#,
         br#"{"type":"shutdown","deadline_ms":5}"#,
+        // Not UTF-8: in a string, in a key, and where no string is.
+        b"{\"type\":\"http_request\",\"id\":1,\"method\":\"GET\",\"path\":\"/\xff\",\"headers\":[]}",
+        b"{\"type\":\"ping\",\"id\":1,\"\xc3\":1}",
+        b"{\"type\":\"ping\",\"id\":1}\xe2\x82",
+        // Multi-byte UTF-8 as it is, not escaped.
+        "{\"type\":\"http_response\",\"id\":1,\"status\":200,\"headers\":[[\"x-a\",\"café ☕\"]]}".as_bytes(),
     ] {
         let quick = Message::from_header(header).map_err(|e| e.to_string());
         let derived = serde_json::from_slice::<Message>(header).map_err(|e| e.to_string());

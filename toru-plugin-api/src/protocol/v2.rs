@@ -483,7 +483,9 @@ impl Hot<'_> {
         if header.first() != Some(&b'{') {
             return None;
         }
-        let hot: Hot<'_> = serde_json::from_slice(header).ok()?;
+        // UTF-8 checked once for the whole header, not again for each string: what
+        // serde_json does reading from bytes (`from_slice`), not from a `str`.
+        let hot: Hot<'_> = serde_json::from_str(std::str::from_utf8(header).ok()?).ok()?;
         let id = hot.id?;
         Some(match hot.kind {
             "http_request" => Message::HttpRequest {
