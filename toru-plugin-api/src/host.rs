@@ -357,20 +357,14 @@ async fn read_loop<K: KvBackend>(
     let in_flight = Arc::new(Mutex::new(HashSet::new()));
     let closed = link.closed();
     tokio::pin!(closed);
-    // Held while frames already read wait in the buffer: the answers to them then
-    // go out together, in one write, before the next read.
-    let mut held = None;
+    let mut batch = crate::link::Batch::new(&link);
     loop {
-        if !crate::codec::holds_a_frame(frames.read_buffer()) {
-            held = None;
-        }
+        batch.before_read(frames.read_buffer());
         let item = tokio::select! {
             () = &mut closed => break,
             item = frames.next() => item,
         };
-        if held.is_none() && crate::codec::holds_a_frame(frames.read_buffer()) {
-            held = Some(link.hold());
-        }
+        batch.after_read(frames.read_buffer());
         match item {
             None => {
                 debug!("plugin closed the connection");

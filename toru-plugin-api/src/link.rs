@@ -165,6 +165,36 @@ impl Drop for Held<'_> {
     }
 }
 
+/// A reader's use of [`Link::hold`]: the link held from a read that leaves a whole
+/// frame in the buffer until the read that would have to wait, so that the answers
+/// to a batch of frames go out in one write.
+pub(crate) struct Batch<'a> {
+    link: &'a Link,
+    held: Option<Held<'a>>,
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn new(link: &'a Link) -> Self {
+        Self { link, held: None }
+    }
+
+    /// Before reading: lets the link go (writing what was held) unless `buffered`
+    /// holds a whole frame, so that nothing waits while the reader does.
+    pub(crate) fn before_read(&mut self, buffered: &[u8]) {
+        if !crate::codec::holds_a_frame(buffered) {
+            self.held = None;
+        }
+    }
+
+    /// After reading a frame, before handling it: holds the link while `buffered`
+    /// holds another.
+    pub(crate) fn after_read(&mut self, buffered: &[u8]) {
+        if self.held.is_none() && crate::codec::holds_a_frame(buffered) {
+            self.held = Some(self.link.hold());
+        }
+    }
+}
+
 /// A gathering sender's turn to write: taken when it is dropped.
 struct Gathered<'a>(&'a Link);
 

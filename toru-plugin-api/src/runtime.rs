@@ -406,21 +406,15 @@ async fn serve_connection<P: ToruPlugin>(stream: UnixStream, shared: Arc<Shared<
     if let Some(plugin) = conn.handshake(&mut frames, &shared).await {
         let done = shared.done.cancelled();
         tokio::pin!(done);
-        // Held while frames already read wait in the buffer: the answers to them
-        // then go out together, in one write, before the next read.
-        let mut held = None;
+        let mut batch = crate::link::Batch::new(&link);
         loop {
-            if !crate::codec::holds_a_frame(frames.read_buffer()) {
-                held = None;
-            }
+            batch.before_read(frames.read_buffer());
             let item = tokio::select! {
                 biased;
                 () = &mut done => break,
                 item = frames.next() => item,
             };
-            if held.is_none() && crate::codec::holds_a_frame(frames.read_buffer()) {
-                held = Some(link.hold());
-            }
+            batch.after_read(frames.read_buffer());
             match item {
                 None => {
                     debug!("host closed the connection");
