@@ -4,12 +4,22 @@
 //! only once that commit is durable. Under load many writes share a commit; alone, a
 //! write costs what it did with a transaction of its own, without a hop to tokio's
 //! blocking pool.
+//!
+//! Callers answered by one commit usually write again at once (a plugin setting keys
+//! in a loop). Committing whatever is queued the moment the previous commit ends would
+//! split steady writers into two groups that take turns, each write waiting for the
+//! other group's commit and then its own. So a batch also waits a little for as many
+//! writes as the previous commit answered, beyond those that were queued before its
+//! answers went out: at most half the previous commit's time (PostgreSQL's advice for
+//! `commit_delay`), never longer than [`MAX_WAIT`]. A lone writer never waits: the
+//! previous commit answered one write, and its next write is that one.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tracing::debug;
@@ -21,6 +31,8 @@ const MAX_BATCH: usize = 1024;
 /// Most value bytes in one transaction: a burst of large values is split, so that one
 /// commit does not hold the others back for long.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Longest a batch waits for the writers the previous commit answered.
+const MAX_WAIT: Duration = Duration::from_millis(2);
 
 /// One write to plugin KV.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,17 +134,22 @@ impl Committer {
     /// Starts the thread that commits for `store`.
     pub(crate) fn start(store: Arc<Store>) -> StoreResult<Self> {
         let path = store.path().to_owned();
-        Self::start_with(store, path)
+        Self::start_with(store, path, MAX_WAIT)
     }
 
-    /// Starts the thread that commits into `store` (`path`: for its errors).
-    fn start_with<B: Batches>(store: Arc<B>, path: std::path::PathBuf) -> StoreResult<Self> {
+    /// Starts the thread that commits into `store` (`path`: for its errors), a batch
+    /// waiting at most `max_wait` for the writers of the previous one.
+    fn start_with<B: Batches>(
+        store: Arc<B>,
+        path: std::path::PathBuf,
+        max_wait: Duration,
+    ) -> StoreResult<Self> {
         let (queue, jobs) = mpsc::channel();
         let counts = Arc::new(Counts::default());
         let counted = counts.clone();
         let thread = std::thread::Builder::new()
             .name("toru-kv-commit".into())
-            .spawn(move || commit_loop(&*store, &jobs, &counted))
+            .spawn(move || commit_loop(&*store, &jobs, &counted, max_wait))
             .map_err(|source| StoreError::Io { path, source })?;
         Ok(Self {
             queue: Some(queue),
@@ -172,22 +189,39 @@ impl Drop for Committer {
 }
 
 /// Takes the first job waiting, then every other one already queued (up to the
-/// batch limits), commits them together and answers each.
-fn commit_loop<B: Batches>(store: &B, jobs: &mpsc::Receiver<Job>, counts: &Counts) {
-    while let Ok(first) = jobs.recv() {
-        let mut bytes = first.write.bytes();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    bytes += job.write.bytes();
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+/// batch limits), waits for the writers the previous commit answered (see the
+/// module's doc), commits them together and answers each.
+fn commit_loop<B: Batches>(
+    store: &B,
+    jobs: &mpsc::Receiver<Job>,
+    counts: &Counts,
+    max_wait: Duration,
+) {
+    // What the previous commit answered, how long it took, and the jobs that were
+    // queued before its answers went out.
+    let mut answered = 0;
+    let mut took = Duration::ZERO;
+    let mut carried: Option<Gathering> = None;
+    loop {
+        let mut batch = match carried.take() {
+            Some(batch) => batch,
+            None => match jobs.recv() {
+                Ok(first) => Gathering::new(first, 0),
+                Err(_) => return,
+            },
+        };
+        batch.take_queued(jobs);
+        let deadline = Instant::now() + (took / 2).min(max_wait);
+        batch.wait_for(batch.carried + answered, deadline, jobs);
+
+        let batch = batch.jobs;
         let writes: Vec<&KvWrite> = batch.iter().map(|job| &job.write).collect();
-        match store.write_all(&writes) {
+        let started = Instant::now();
+        let written = store.write_all(&writes);
+        took = started.elapsed();
+        answered = batch.len();
+        carried = Gathering::queued(jobs);
+        match written {
             Ok(outcomes) => {
                 debug!(writes = batch.len(), "kv writes committed together");
                 counts.commits.fetch_add(1, Ordering::Relaxed);
@@ -211,9 +245,70 @@ fn commit_loop<B: Batches>(store: &B, jobs: &mpsc::Receiver<Job>, counts: &Count
                 }
             }
             Err(e) => {
+                let mut batch = batch;
                 if let Some(job) = batch.pop() {
                     let _ = job.done.send(Err(e));
                 }
+            }
+        }
+    }
+}
+
+/// A batch being gathered, within the batch limits.
+struct Gathering {
+    jobs: Vec<Job>,
+    bytes: usize,
+    /// How many of `jobs` were queued before the previous commit's answers went out.
+    carried: usize,
+}
+
+impl Gathering {
+    fn new(first: Job, carried: usize) -> Self {
+        Self {
+            bytes: first.write.bytes(),
+            jobs: vec![first],
+            carried,
+        }
+    }
+
+    /// What is queued now, if anything: the jobs that came while a commit ran.
+    fn queued(jobs: &mpsc::Receiver<Job>) -> Option<Self> {
+        let mut batch = Self::new(jobs.try_recv().ok()?, 0);
+        batch.take_queued(jobs);
+        batch.carried = batch.len();
+        Some(batch)
+    }
+
+    fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    fn full(&self) -> bool {
+        self.jobs.len() >= MAX_BATCH || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    fn push(&mut self, job: Job) {
+        self.bytes += job.write.bytes();
+        self.jobs.push(job);
+    }
+
+    /// Adds what is queued already.
+    fn take_queued(&mut self, jobs: &mpsc::Receiver<Job>) {
+        while !self.full() {
+            match jobs.try_recv() {
+                Ok(job) => self.push(job),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Adds jobs as they come until the batch holds `count` or `deadline` passes.
+    fn wait_for(&mut self, count: usize, deadline: Instant, jobs: &mpsc::Receiver<Job>) {
+        while self.len() < count && !self.full() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match jobs.recv_timeout(left) {
+                Ok(job) => self.push(job),
+                Err(_) => break,
             }
         }
     }
@@ -279,7 +374,7 @@ mod tests {
             release: Mutex::new(Some(released)),
             batches: Mutex::new(Vec::new()),
         });
-        let committer = Committer::start_with(fake.clone(), "fake.redb".into()).unwrap();
+        let committer = Committer::start_with(fake.clone(), "fake.redb".into(), MAX_WAIT).unwrap();
         let path = Path::new("fake.redb");
         // The first write holds the thread; the next ten queue up behind it.
         let mut first = Box::pin(committer.write(set("first"), path));
@@ -329,6 +424,64 @@ mod tests {
                 writes: 10,
                 commits: 10
             }
+        );
+    }
+
+    /// Takes `took` over every batch and records its size.
+    struct Slow {
+        took: Duration,
+        sizes: Mutex<Vec<usize>>,
+    }
+
+    impl Batches for Slow {
+        fn write_all(&self, writes: &[&KvWrite]) -> StoreResult<Vec<KvWritten>> {
+            std::thread::sleep(self.took);
+            self.sizes.lock().unwrap().push(writes.len());
+            Ok(writes.iter().map(|_| KvWritten::Set).collect())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn steady_writers_share_each_commit_instead_of_taking_turns() {
+        // The first batch holds whoever came first; the others queue behind it.
+        // Committing those the moment it ends would leave the first group's next
+        // writes to the commit after, and the two groups would take turns for good
+        // (without the wait: [8, 2, 6, 2, 6, …], 19 commits).
+        let slow = Arc::new(Slow {
+            took: Duration::from_millis(100),
+            sizes: Mutex::new(Vec::new()),
+        });
+        let committer = Arc::new(
+            Committer::start_with(slow.clone(), "slow.redb".into(), Duration::from_secs(5))
+                .unwrap(),
+        );
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let committer = committer.clone();
+                tokio::spawn(async move {
+                    for i in 0..10 {
+                        let write = set(&format!("w{w}-{i}"));
+                        assert_eq!(
+                            committer
+                                .write(write, Path::new("slow.redb"))
+                                .await
+                                .unwrap(),
+                            KvWritten::Set
+                        );
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let sizes = slow.sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 80, "{sizes:?}");
+        // Whoever came first, then all eight together.
+        assert!(sizes.len() <= 12, "{sizes:?}");
+        assert!(
+            sizes[1..sizes.len() - 1].iter().all(|&n| n == 8),
+            "{sizes:?}"
         );
     }
 }
