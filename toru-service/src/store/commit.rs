@@ -245,8 +245,7 @@ fn commit_loop<B: Batches>(
                 }
             }
             Err(e) => {
-                let mut batch = batch;
-                if let Some(job) = batch.pop() {
+                if let Some(job) = batch.into_iter().next() {
                     let _ = job.done.send(Err(e));
                 }
             }
