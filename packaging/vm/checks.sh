@@ -140,9 +140,11 @@ print(run[-1]["fields"]["mib"], int((end - at(run[0]["timestamp"])).total_second
 PY
 ) || fail "hog's figures"
 read -r last_mib oom_ms <<<"$figures"
-# Read while it runs (between runs it has no group); the kernel's OOM report says too.
-until_in 120 '[ -e "$(group hog)/memory.swap.max" ]' || fail "hog was not started again"
-swap_max=$(cat "$(group hog)/memory.swap.max")
+# Read while it runs: between runs it has no group, and it can be killed and its
+# group removed between a test for the file and a read of it, so read in one step
+# and try again until a read succeeds. The kernel's OOM report says so too.
+swap_max=
+until_in 120 'swap_max=$(cat "$(group hog)/memory.swap.max")' || fail "hog was not started again"
 [ "$swap_max" = 0 ] || fail "hog's memory.swap.max is $swap_max, not 0"
 dmesg 2>/dev/null | grep -q 'swap: usage 0kB, limit 0kB' || say "      (the kernel's OOM report is not readable here)"
 until_in 60 '[ "$(field hog restarts)" -ge 1 ]' ||
