@@ -28,14 +28,8 @@ PORT=18199
 for tool in valgrind callgrind_control wrk curl; do
     command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }
 done
-WORK=$(mktemp -d)
-TORUD_PID=""
-cleanup() {
-    [[ -n "$TORUD_PID" ]] && kill "$TORUD_PID" 2>/dev/null
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mkdir -p "$WORK/plugins" "$WORK/cg"
 CALLGRIND=(valgrind --tool=callgrind "--callgrind-out-file=$WORK/cg/out.%p"
@@ -70,7 +64,7 @@ end
 LUA
 
 "${TORUD[@]}" --config "$WORK/toru.toml" 2>"$WORK/log" &
-TORUD_PID=$!
+TORUD_PID=$!; PIDS+=("$TORUD_PID")
 URL=http://127.0.0.1:$PORT/api/plugins/route/hello/
 for _ in $(seq 300); do
     [[ -f "$WORK/state/admin.token" ]] &&

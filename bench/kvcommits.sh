@@ -17,14 +17,8 @@ if [[ $# -lt 1 ]]; then
 fi
 BIN=$(realpath "$1")
 SETS=${2:-100}
-WORK=$(mktemp -d)
-TORUD_PID=""
-cleanup() {
-    [[ -n "$TORUD_PID" ]] && kill "$TORUD_PID" 2>/dev/null
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mkdir -p "$WORK/plugins"
 for i in $(seq 1 8); do
@@ -46,7 +40,7 @@ plugin_dirs = ["$WORK/plugins"]
 request_timeout = "300s"
 TOML
 RUST_LOG=warn "$BIN/torud" --config "$WORK/toru.toml" 2>"$WORK/torud.log" &
-TORUD_PID=$!
+TORUD_PID=$!; PIDS+=("$TORUD_PID")
 SOCK=$WORK/run/toru.sock
 call() { curl -sf --unix-socket "$SOCK" "http://t$1"; }
 for i in $(seq 1 8); do

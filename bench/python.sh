@@ -19,13 +19,8 @@ done
 say "building (release)"
 cargo build --release -q -p toru-service -p hello -p toru-bench
 BIN=$PWD/target/release
-WORK=$(mktemp -d)
-TORUD=""
-cleanup() {
-    if [[ -n "$TORUD" ]]; then kill "$TORUD" 2>/dev/null || true; wait "$TORUD" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 median() { sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
@@ -47,7 +42,7 @@ runtime_dir = "$WORK/run"
 plugin_dirs = ["$WORK/plugins"]
 TOML
 RUST_LOG=warn "$BIN/torud" --config "$WORK/toru.toml" 2>"$WORK/torud.log" &
-TORUD=$!
+TORUD=$!; PIDS+=("$TORUD")
 for _ in $(seq 300); do
     running=$("$BIN/toructl" --socket "$WORK/run/toru.sock" --json plugins list 2>/dev/null \
         | python3 -c 'import json, sys; print(sum(p["state"] == "running" for p in json.load(sys.stdin)))' 2>/dev/null || echo 0)

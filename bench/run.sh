@@ -65,26 +65,11 @@ our_cpu_s() { # user + system seconds of this shell's finished children, at our_
     python3 -c 'import re,sys; print(sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", open(sys.argv[1]).read().splitlines()[1])))' "$WORK/times.$1"
 }
 
-WORK=$(mktemp -d)
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 # nginx's workers run as nobody when the script runs as root: they must reach
 # the backend's socket in here (traverse only, no listing).
 chmod 711 "$WORK"
-PIDS=()
-stop() { # pid...: SIGTERM, then SIGKILL after 10 s
-    local p i
-    for p in "$@"; do kill "$p" 2>/dev/null || true; done
-    for p in "$@"; do
-        for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        if [[ $i -eq 100 ]]; then kill -9 "$p" 2>/dev/null || true; fi
-        wait "$p" 2>/dev/null || true
-    done
-}
-cleanup() {
-    if [[ ${#PIDS[@]} -gt 0 ]]; then stop "${PIDS[@]}"; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 read -r BUSY0 STEAL0 TOTAL0 < <(cpu_stat)
 our_cpu start
 
@@ -147,8 +132,6 @@ print(time.time_ns() // 1000)' "$dir/notify.sock" > "$dir/ready" &
     T_READY_MS=$(calc "round(($(cat "$dir/ready") - $started) / 1000, 1)")
 }
 
-# Drops finished pids from PIDS.
-forget() { local p keep=(); for p in "${PIDS[@]}"; do [[ " $* " == *" $p "* ]] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
 
 # wrk: prints "req/s p50 p99 errors requests" (latencies in ms).
 load() { # url connections [lua script]
