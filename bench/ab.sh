@@ -15,15 +15,8 @@ if [ $# -ne 2 ]; then
     exit 2
 fi
 declare -A BIN=([old]=$(realpath "$1") [new]=$(realpath "$2"))
-WORK=$(mktemp -d)
-cleanup() {
-    local pid
-    for pid in "$WORK"/*/pid; do
-        [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cat >"$WORK/put.lua" <<'LUA'
 counter = 0
@@ -46,6 +39,7 @@ plugin_dirs = ["$dir/plugins"]
 TOML
     "${BIN[$1]}/torud" --config "$dir/toru.toml" 2>"$dir/log" &
     echo $! >"$dir/pid"
+    PIDS+=($!)
     for _ in $(seq 100); do
         [ -f "$dir/state/admin.token" ] &&
             curl -sf -H "Authorization: Bearer $(cat "$dir/state/admin.token")" \
@@ -56,11 +50,11 @@ TOML
     exit 1
 }
 
-stop() { # stop NAME
+stop_build() { # stop_build NAME
     local pid
     pid=$(cat "$WORK/$1/pid")
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
+    stop "$pid"
+    forget "$pid"
     rm -f "$WORK/$1/pid"
 }
 
@@ -90,6 +84,6 @@ for round in 1 2 3; do
         g16=$(load "$name" "$port" 16)
         kv=$(load "$name" "$port" 16 "$WORK/put.lua")
         echo "round $round $name: gateway/256 $g256  gateway/16 $g16  kv-set/16 $kv  req/s (torud CPU per request)"
-        stop "$name"
+        stop_build "$name"
     done
 done
