@@ -40,7 +40,7 @@ plugin_dirs = ["$WORK/plugins"]
 request_timeout = "300s"
 TOML
 RUST_LOG=warn "$BIN/torud" --config "$WORK/toru.toml" 2>"$WORK/torud.log" &
-TORUD_PID=$!; PIDS+=("$TORUD_PID")
+PIDS+=($!)
 SOCK=$WORK/run/toru.sock
 call() { curl -sf --unix-socket "$SOCK" "http://t$1"; }
 for i in $(seq 1 8); do

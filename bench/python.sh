@@ -42,7 +42,7 @@ runtime_dir = "$WORK/run"
 plugin_dirs = ["$WORK/plugins"]
 TOML
 RUST_LOG=warn "$BIN/torud" --config "$WORK/toru.toml" 2>"$WORK/torud.log" &
-TORUD=$!; PIDS+=("$TORUD")
+PIDS+=($!)
 for _ in $(seq 300); do
     running=$("$BIN/toructl" --socket "$WORK/run/toru.sock" --json plugins list 2>/dev/null \
         | python3 -c 'import json, sys; print(sum(p["state"] == "running" for p in json.load(sys.stdin)))' 2>/dev/null || echo 0)

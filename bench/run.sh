@@ -132,7 +132,6 @@ print(time.time_ns() // 1000)' "$dir/notify.sock" > "$dir/ready" &
     T_READY_MS=$(calc "round(($(cat "$dir/ready") - $started) / 1000, 1)")
 }
 
-
 # wrk: prints "req/s p50 p99 errors requests" (latencies in ms).
 load() { # url connections [lua script]
     local threads=$(( $2 < 2 ? 1 : 2 )) script=()
